@@ -1,0 +1,182 @@
+// Package config loads and checks gateway.yaml, the gateway's one configuration file.
+//
+// Load decodes the file strictly (an unknown key is an error naming its YAML path), expands
+// ${VAR} and ${VAR:-default} from the environment in every scalar value, starts from Default
+// for every key the file leaves out, and validates the result. Every problem found is reported
+// at once, as a Problems value, each with its YAML path.
+package config
+
+import (
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Config is the whole of gateway.yaml.
+type Config struct {
+	// Listen is the address the HTTP server listens on. GATEWAY_LISTEN overrides it.
+	Listen   string   `yaml:"listen"`
+	Admin    Admin    `yaml:"admin"`
+	Ingest   Ingest   `yaml:"ingest"`
+	Store    Store    `yaml:"store"`
+	Events   Events   `yaml:"events"`
+	Delivery Delivery `yaml:"delivery"`
+	Security Security `yaml:"security"`
+
+	Telemetry Telemetry `yaml:"telemetry"`
+
+	// Subscriptions are declared in the file and owned by it: synced into the store at start and
+	// on SIGHUP, created or updated by ID, deleted when removed from the file.
+	Subscriptions []Subscription `yaml:"subscriptions"`
+}
+
+// Admin configures access to the management API.
+type Admin struct {
+	// Tokens are the bearer tokens the management API accepts. Empty strings (an unset
+	// ${VAR}) are dropped. With none left, serve generates a token for the run and prints it.
+	Tokens []string `yaml:"tokens"`
+	// RevealSecrets makes the API return stored passwords in clear instead of "********".
+	RevealSecrets bool `yaml:"reveal_secrets"`
+}
+
+// Ingest configures POST /v1/events, where producers post events.
+type Ingest struct {
+	// Tokens are the bearer tokens producers must send; none means no token is required.
+	Tokens []string `yaml:"tokens"`
+	// MaxBodyBytes is the largest request body accepted; a larger one is answered 413.
+	MaxBodyBytes int64 `yaml:"max_body_bytes"`
+}
+
+// Store selects and configures the durable store.
+type Store struct {
+	// Driver is "sqlite" (embedded, the default) or "postgres".
+	Driver string `yaml:"driver"`
+	// DSN is a file path for sqlite, a postgres:// URL for postgres.
+	DSN string `yaml:"dsn"`
+	// Retention is how long finished deliveries and their attempts are kept; 0 keeps them forever.
+	Retention time.Duration `yaml:"retention"`
+	// Synchronous is SQLite's durability level: "normal" survives a process crash, "full"
+	// also a power loss.
+	Synchronous string `yaml:"synchronous"`
+}
+
+// Events declares the event types producers may post.
+type Events struct {
+	// Types are the accepted event types.
+	Types []string `yaml:"types"`
+	// Default are the types a subscription receives when it names none.
+	Default []string `yaml:"default"`
+}
+
+// Delivery configures how events are sent to subscribers.
+type Delivery struct {
+	// Timeout bounds one HTTP attempt.
+	Timeout time.Duration `yaml:"timeout"`
+	// Schedule is the list of waits between durable retries; when it is exhausted the delivery
+	// has failed.
+	Schedule []time.Duration `yaml:"schedule"`
+	// Jitter spreads each wait by up to this fraction either way (0.2 is ±20%).
+	Jitter float64 `yaml:"jitter"`
+	// QuickRetries is how many in-process retries an attempt gets before a durable retry.
+	QuickRetries int `yaml:"quick_retries"`
+	// ErrorStateAfter is how many consecutive failed attempts put a subscription in error state.
+	ErrorStateAfter int `yaml:"error_state_after"`
+	// DisableAfter is how long a subscription may stay in error state with no success before
+	// it is deactivated.
+	DisableAfter time.Duration `yaml:"disable_after"`
+}
+
+// Security holds the rules for delivery targets.
+type Security struct {
+	// RequireHTTPS refuses target URLs that are not https://.
+	RequireHTTPS bool `yaml:"require_https"`
+	// AllowPrivateNetworks lets deliveries reach loopback, RFC 1918, link-local and similar
+	// addresses, which are refused by default.
+	AllowPrivateNetworks bool `yaml:"allow_private_networks"`
+	// AllowedHosts, when not empty, are the only hosts targets may name: exact host names or
+	// "*.suffix" patterns.
+	AllowedHosts []string `yaml:"allowed_hosts"`
+	// AllowedCIDRs are private ranges that may still be reached when private networks are refused.
+	AllowedCIDRs []string `yaml:"allowed_cidrs"`
+}
+
+// Telemetry configures traces and metrics.
+type Telemetry struct {
+	// ServiceName names the gateway in traces.
+	ServiceName string  `yaml:"service_name"`
+	Traces      Traces  `yaml:"traces"`
+	Metrics     Metrics `yaml:"metrics"`
+}
+
+// Traces configures the OpenTelemetry trace exporter.
+type Traces struct {
+	// Exporter is "none", "otlp" or "stdout".
+	Exporter string `yaml:"exporter"`
+	// Endpoint is the OTLP endpoint, such as http://127.0.0.1:4318. Empty defers to the
+	// OTEL_EXPORTER_OTLP_* environment variables.
+	Endpoint string `yaml:"endpoint"`
+	// SampleRatio is the fraction of traces sampled, from 0 to 1.
+	SampleRatio float64 `yaml:"sample_ratio"`
+}
+
+// Metrics configures the metrics endpoint.
+type Metrics struct {
+	// Prometheus serves GET /metrics in the Prometheus text format.
+	Prometheus bool `yaml:"prometheus"`
+}
+
+// Subscription is a webhook declared in the file.
+type Subscription struct {
+	// ID names the subscription; it is its id in the API too.
+	ID string `yaml:"id"`
+	// URL is where events are posted.
+	URL string `yaml:"url"`
+	// Events are the event types delivered; empty means events.default.
+	Events []string `yaml:"events"`
+	// Headers are sent with every delivery.
+	Headers map[string]string `yaml:"headers"`
+	// Plugins prepare every attempt, in order.
+	Plugins []Plugin `yaml:"plugins"`
+}
+
+// Plugin names a plugin and holds its configuration, which the plugin decodes strictly.
+type Plugin struct {
+	Name   string    `yaml:"name"`
+	Config yaml.Node `yaml:"config"`
+}
+
+// Default returns the configuration used for every key a file leaves out.
+func Default() *Config {
+	types := []string{"transaction.state.updated", "task.state.updated"}
+	return &Config{
+		Listen: "127.0.0.1:8080",
+		Ingest: Ingest{MaxBodyBytes: 1 << 20},
+		Store: Store{
+			Driver:      "sqlite",
+			DSN:         "gateway.db",
+			Retention:   168 * time.Hour,
+			Synchronous: "normal",
+		},
+		Events: Events{
+			Types:   types,
+			Default: append([]string(nil), types...),
+		},
+		Delivery: Delivery{
+			Timeout: 15 * time.Second,
+			Schedule: []time.Duration{
+				5 * time.Second, 5 * time.Minute, 30 * time.Minute, 2 * time.Hour,
+				5 * time.Hour, 10 * time.Hour, 14 * time.Hour, 20 * time.Hour, 24 * time.Hour,
+			},
+			Jitter:          0.2,
+			QuickRetries:    2,
+			ErrorStateAfter: 5,
+			DisableAfter:    120 * time.Hour,
+		},
+		Security: Security{RequireHTTPS: true},
+		Telemetry: Telemetry{
+			ServiceName: "webhook-gateway",
+			Traces:      Traces{Exporter: "none", SampleRatio: 1},
+			Metrics:     Metrics{Prometheus: true},
+		},
+	}
+}

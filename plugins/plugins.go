@@ -1,0 +1,75 @@
+// Package plugins defines the per-subscription plugins that prepare every outbound delivery
+// attempt (authentication, extra headers, signatures) and the Registry that makes them from
+// configuration. Each plugin lives in a subpackage of its own; builtin assembles them.
+package plugins
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"sort"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Plugin prepares one outbound attempt. Apply runs on every attempt, retries included, must be
+// safe for concurrent use, and uses Header.Set, never Add, so that a retry does not repeat a
+// header. body is the exact request body; Apply must not change it.
+type Plugin interface {
+	Apply(ctx context.Context, req *http.Request, body []byte) error
+}
+
+// Factory decodes cfg strictly into the plugin's own Config type (config.DecodeStrict) and
+// validates it. It does no I/O. cfg may be a zero Node when the configuration names none.
+type Factory func(cfg *yaml.Node) (Plugin, error)
+
+// Registry maps plugin names to their factories. The zero value is not usable; use
+// NewRegistry. A Registry is safe for concurrent use once registration is done.
+type Registry struct {
+	factories map[string]Factory
+}
+
+// NewRegistry returns an empty Registry.
+func NewRegistry() *Registry {
+	return &Registry{factories: make(map[string]Factory)}
+}
+
+// Register makes a plugin available under name. Like database/sql's Register, it panics when
+// name is registered twice or f is nil: both are programming errors.
+func (r *Registry) Register(name string, f Factory) {
+	if f == nil {
+		panic("plugins: Register factory is nil for " + name)
+	}
+	if _, dup := r.factories[name]; dup {
+		panic("plugins: Register called twice for " + name)
+	}
+	r.factories[name] = f
+}
+
+// Names returns the registered names, sorted.
+func (r *Registry) Names() []string {
+	names := make([]string, 0, len(r.factories))
+	for n := range r.factories {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// New makes the plugin called name from cfg.
+func (r *Registry) New(name string, cfg *yaml.Node) (Plugin, error) {
+	f, ok := r.factories[name]
+	if !ok {
+		return nil, fmt.Errorf("unknown plugin %q; available: %v", name, r.Names())
+	}
+	if cfg == nil {
+		cfg = &yaml.Node{}
+	}
+	return f(cfg)
+}
+
+// Check reports whether New would succeed. Factories do no I/O, so this is cheap.
+func (r *Registry) Check(name string, cfg *yaml.Node) error {
+	_, err := r.New(name, cfg)
+	return err
+}

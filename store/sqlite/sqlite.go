@@ -1,0 +1,431 @@
+// Package sqlite is the embedded Store: one SQLite file through the pure-Go modernc.org/sqlite
+// driver, in WAL mode, with its schema migrated on Open from SQL files embedded in the binary.
+//
+// Writes go through one connection and take the write lock when they begin (BEGIN IMMEDIATE),
+// so concurrent writers queue instead of failing with SQLITE_BUSY; reads use a pool of their own
+// and never wait for writers.
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"embed"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/url"
+	"runtime"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	_ "modernc.org/sqlite" // registers the "sqlite" driver
+
+	"github.com/webhookgw/gateway/store"
+)
+
+//go:embed migrations/*.sql
+var migrations embed.FS
+
+// Options tune Open.
+type Options struct {
+	// Synchronous is "normal" (the default: survives a process crash) or "full" (also a power
+	// loss).
+	Synchronous string
+}
+
+// Store is the SQLite Store.
+type Store struct {
+	write *sql.DB // one connection, BEGIN IMMEDIATE
+	read  *sql.DB // a pool, query_only
+}
+
+var _ store.Store = (*Store)(nil)
+
+// Open opens (creating if need be) the database file at path and migrates it to the newest
+// schema.
+func Open(ctx context.Context, path string, opts Options) (*Store, error) {
+	if path == "" {
+		return nil, errors.New("sqlite: empty path")
+	}
+	sync := strings.ToUpper(opts.Synchronous)
+	if sync == "" {
+		sync = "NORMAL"
+	}
+	if sync != "NORMAL" && sync != "FULL" {
+		return nil, fmt.Errorf("sqlite: synchronous must be normal or full, not %q", opts.Synchronous)
+	}
+	dsn := func(extra ...string) string {
+		q := url.Values{}
+		q.Add("_pragma", "busy_timeout(10000)")
+		q.Add("_pragma", "journal_mode(WAL)")
+		q.Add("_pragma", "synchronous("+sync+")")
+		q.Add("_pragma", "foreign_keys(1)")
+		for i := 0; i+1 < len(extra); i += 2 {
+			q.Add(extra[i], extra[i+1])
+		}
+		return "file:" + (&url.URL{Path: path}).EscapedPath() + "?" + q.Encode()
+	}
+	write, err := sql.Open("sqlite", dsn("_txlock", "immediate"))
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
+	}
+	write.SetMaxOpenConns(1)
+	write.SetConnMaxIdleTime(0)
+	s := &Store{write: write}
+	if err := s.migrate(ctx); err != nil {
+		write.Close()
+		return nil, fmt.Errorf("sqlite: %s: %w", path, err)
+	}
+	read, err := sql.Open("sqlite", dsn("_pragma", "query_only(1)"))
+	if err != nil {
+		write.Close()
+		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
+	}
+	read.SetMaxOpenConns(max(4, runtime.GOMAXPROCS(0)))
+	s.read = read
+	return s, nil
+}
+
+// Close closes both connection pools.
+func (s *Store) Close() error {
+	return errors.Join(s.read.Close(), s.write.Close())
+}
+
+// Ping reports whether the database file can be read.
+func (s *Store) Ping(ctx context.Context) error {
+	var one int
+	return s.read.QueryRowContext(ctx, "SELECT 1").Scan(&one)
+}
+
+// migrate applies, in order and each in its own transaction, every embedded migration newer
+// than the database's version. A database newer than this binary is refused.
+func (s *Store) migrate(ctx context.Context) error {
+	if _, err := s.write.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
+		version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL) STRICT`); err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	var current int
+	if err := s.write.QueryRowContext(ctx, "SELECT COALESCE(MAX(version), 0) FROM schema_migrations").Scan(&current); err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	files, err := fs.Glob(migrations, "migrations/*.sql")
+	if err != nil {
+		return err
+	}
+	sort.Strings(files)
+	latest := 0
+	for _, f := range files {
+		name := strings.TrimPrefix(f, "migrations/")
+		version, err := strconv.Atoi(strings.SplitN(name, "_", 2)[0])
+		if err != nil {
+			return fmt.Errorf("migrate: %s: name must start with a version number", name)
+		}
+		latest = version
+		if version <= current {
+			continue
+		}
+		body, err := migrations.ReadFile(f)
+		if err != nil {
+			return err
+		}
+		if err := s.inTx(ctx, func(tx *sql.Tx) error {
+			if _, err := tx.ExecContext(ctx, string(body)); err != nil {
+				return err
+			}
+			_, err := tx.ExecContext(ctx, "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
+				version, name, time.Now().UnixNano())
+			return err
+		}); err != nil {
+			return fmt.Errorf("migrate %s: %w", name, err)
+		}
+	}
+	if current > latest {
+		return fmt.Errorf("database schema version %d is newer than this gateway's (%d): upgrade the gateway", current, latest)
+	}
+	return nil
+}
+
+func (s *Store) inTx(ctx context.Context, fn func(*sql.Tx) error) error {
+	tx, err := s.write.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	if err := fn(tx); err != nil {
+		tx.Rollback()
+		return err
+	}
+	return tx.Commit()
+}
+
+const subscriptionColumns = `id, kind, source, url, events, headers, plugins, request_id, source_sender_id,
+	username, password, active, deactivated_at, in_error_state, error_state_reason,
+	detected_error_state_at, created_at, updated_at`
+
+// CreateSubscription stores sub.
+func (s *Store) CreateSubscription(ctx context.Context, sub *store.Subscription) error {
+	args, err := subscriptionArgs(sub)
+	if err != nil {
+		return err
+	}
+	_, err = s.write.ExecContext(ctx, "INSERT INTO subscriptions ("+subscriptionColumns+
+		") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", args...)
+	if err != nil && strings.Contains(err.Error(), "UNIQUE constraint failed") {
+		return fmt.Errorf("subscription %q: %w", sub.ID, store.ErrExists)
+	}
+	return err
+}
+
+// GetSubscription returns the subscription with id.
+func (s *Store) GetSubscription(ctx context.Context, id string) (*store.Subscription, error) {
+	return getSubscription(ctx, s.read, id)
+}
+
+type queryer interface {
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}
+
+func getSubscription(ctx context.Context, q queryer, id string) (*store.Subscription, error) {
+	sub, err := scanSubscription(q.QueryRowContext(ctx, "SELECT "+subscriptionColumns+" FROM subscriptions WHERE id = ?", id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("subscription %q: %w", id, store.ErrNotFound)
+	}
+	return sub, err
+}
+
+// ListSubscriptions returns subscriptions oldest first.
+func (s *Store) ListSubscriptions(ctx context.Context, opts store.ListOptions) ([]*store.Subscription, error) {
+	limit := opts.Limit
+	if limit <= 0 {
+		limit = 100
+	}
+	query := "SELECT " + subscriptionColumns + " FROM subscriptions"
+	args := []any{}
+	if opts.After != "" {
+		var createdAt int64
+		err := s.read.QueryRowContext(ctx, "SELECT created_at FROM subscriptions WHERE id = ?", opts.After).Scan(&createdAt)
+		if errors.Is(err, sql.ErrNoRows) {
+			return nil, fmt.Errorf("subscription %q: %w", opts.After, store.ErrNotFound)
+		}
+		if err != nil {
+			return nil, err
+		}
+		query += " WHERE (created_at, id) > (?, ?)"
+		args = append(args, createdAt, opts.After)
+	}
+	query += " ORDER BY created_at, id LIMIT ?"
+	args = append(args, limit)
+	rows, err := s.read.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var subs []*store.Subscription
+	for rows.Next() {
+		sub, err := scanSubscription(rows)
+		if err != nil {
+			return nil, err
+		}
+		subs = append(subs, sub)
+	}
+	return subs, rows.Err()
+}
+
+// UpdateSubscription applies change to the subscription with id in one transaction.
+func (s *Store) UpdateSubscription(ctx context.Context, id string, change func(*store.Subscription) error) (*store.Subscription, error) {
+	var updated *store.Subscription
+	err := s.inTx(ctx, func(tx *sql.Tx) error {
+		sub, err := getSubscription(ctx, tx, id)
+		if err != nil {
+			return err
+		}
+		keep := *sub
+		if err := change(sub); err != nil {
+			return err
+		}
+		sub.ID, sub.Source, sub.CreatedAt = keep.ID, keep.Source, keep.CreatedAt
+		if err := updateSubscription(ctx, tx, sub); err != nil {
+			return err
+		}
+		updated = sub
+		return nil
+	})
+	return updated, err
+}
+
+func updateSubscription(ctx context.Context, tx *sql.Tx, sub *store.Subscription) error {
+	args, err := subscriptionArgs(sub)
+	if err != nil {
+		return err
+	}
+	// args[0] is the id; the rest follow subscriptionColumns.
+	_, err = tx.ExecContext(ctx, `UPDATE subscriptions SET kind = ?, source = ?, url = ?, events = ?,
+		headers = ?, plugins = ?, request_id = ?, source_sender_id = ?, username = ?, password = ?,
+		active = ?, deactivated_at = ?, in_error_state = ?, error_state_reason = ?,
+		detected_error_state_at = ?, created_at = ?, updated_at = ? WHERE id = ?`,
+		append(args[1:], args[0])...)
+	return err
+}
+
+// DeleteSubscription removes the subscription with id.
+func (s *Store) DeleteSubscription(ctx context.Context, id string) error {
+	res, err := s.write.ExecContext(ctx, "DELETE FROM subscriptions WHERE id = ?", id)
+	if err != nil {
+		return err
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return fmt.Errorf("subscription %q: %w", id, store.ErrNotFound)
+	}
+	return nil
+}
+
+// SyncFileSubscriptions makes the file-owned subscriptions match subs.
+func (s *Store) SyncFileSubscriptions(ctx context.Context, subs []*store.Subscription, now time.Time) (store.SyncResult, error) {
+	var res store.SyncResult
+	err := s.inTx(ctx, func(tx *sql.Tx) error {
+		res = store.SyncResult{}
+		keep := make(map[string]bool, len(subs))
+		for _, want := range subs {
+			keep[want.ID] = true
+			have, err := getSubscription(ctx, tx, want.ID)
+			switch {
+			case errors.Is(err, store.ErrNotFound):
+				sub := *want
+				sub.Kind, sub.Source, sub.Active = store.KindWebhook, store.SourceFile, true
+				sub.CreatedAt, sub.UpdatedAt = now, now
+				args, err := subscriptionArgs(&sub)
+				if err != nil {
+					return err
+				}
+				if _, err := tx.ExecContext(ctx, "INSERT INTO subscriptions ("+subscriptionColumns+
+					") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", args...); err != nil {
+					return err
+				}
+				res.Created++
+			case err != nil:
+				return err
+			case have.Source != store.SourceFile:
+				return fmt.Errorf("subscription %q: %w", want.ID, store.ErrOwnedByAPI)
+			case !store.SameDeclaration(have, want):
+				store.CopyDeclaration(have, want)
+				have.UpdatedAt = now
+				if err := updateSubscription(ctx, tx, have); err != nil {
+					return err
+				}
+				res.Updated++
+			}
+		}
+		rows, err := tx.QueryContext(ctx, "SELECT id FROM subscriptions WHERE source = ?", store.SourceFile)
+		if err != nil {
+			return err
+		}
+		var gone []string
+		for rows.Next() {
+			var id string
+			if err := rows.Scan(&id); err != nil {
+				rows.Close()
+				return err
+			}
+			if !keep[id] {
+				gone = append(gone, id)
+			}
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		for _, id := range gone {
+			if _, err := tx.ExecContext(ctx, "DELETE FROM subscriptions WHERE id = ?", id); err != nil {
+				return err
+			}
+			res.Deleted++
+		}
+		return nil
+	})
+	return res, err
+}
+
+// subscriptionArgs returns sub's values in the order of subscriptionColumns.
+func subscriptionArgs(sub *store.Subscription) ([]any, error) {
+	events, err := json.Marshal(sub.Events)
+	if err != nil {
+		return nil, err
+	}
+	var headers any // NULL when none
+	if len(sub.Headers) > 0 {
+		b, err := json.Marshal(sub.Headers)
+		if err != nil {
+			return nil, err
+		}
+		headers = string(b)
+	}
+	plugins := sub.Plugins
+	if plugins == nil {
+		plugins = []store.Plugin{}
+	}
+	pluginsJSON, err := json.Marshal(plugins)
+	if err != nil {
+		return nil, err
+	}
+	return []any{
+		sub.ID, string(sub.Kind), string(sub.Source), sub.URL, string(events), headers, string(pluginsJSON),
+		sub.RequestID, sub.SourceSenderID, sub.Username, sub.Password, sub.Active, nanos(sub.DeactivatedAt),
+		sub.InErrorState, sub.ErrorStateReason, nanos(sub.DetectedErrorStateAt),
+		sub.CreatedAt.UnixNano(), sub.UpdatedAt.UnixNano(),
+	}, nil
+}
+
+type scanner interface{ Scan(dest ...any) error }
+
+func scanSubscription(row scanner) (*store.Subscription, error) {
+	var (
+		sub                            store.Subscription
+		kind, source, events, plugins  string
+		headers                        sql.NullString
+		deactivatedAt, detectedErrorAt sql.NullInt64
+		createdAt, updatedAt           int64
+	)
+	err := row.Scan(&sub.ID, &kind, &source, &sub.URL, &events, &headers, &plugins, &sub.RequestID,
+		&sub.SourceSenderID, &sub.Username, &sub.Password, &sub.Active, &deactivatedAt, &sub.InErrorState,
+		&sub.ErrorStateReason, &detectedErrorAt, &createdAt, &updatedAt)
+	if err != nil {
+		return nil, err
+	}
+	sub.Kind, sub.Source = store.Kind(kind), store.Source(source)
+	if err := json.Unmarshal([]byte(events), &sub.Events); err != nil {
+		return nil, fmt.Errorf("subscription %q: events: %w", sub.ID, err)
+	}
+	if headers.Valid {
+		if err := json.Unmarshal([]byte(headers.String), &sub.Headers); err != nil {
+			return nil, fmt.Errorf("subscription %q: headers: %w", sub.ID, err)
+		}
+	}
+	if err := json.Unmarshal([]byte(plugins), &sub.Plugins); err != nil {
+		return nil, fmt.Errorf("subscription %q: plugins: %w", sub.ID, err)
+	}
+	if len(sub.Plugins) == 0 {
+		sub.Plugins = nil
+	}
+	sub.DeactivatedAt = fromNanos(deactivatedAt)
+	sub.DetectedErrorStateAt = fromNanos(detectedErrorAt)
+	sub.CreatedAt = time.Unix(0, createdAt).UTC()
+	sub.UpdatedAt = time.Unix(0, updatedAt).UTC()
+	return &sub, nil
+}
+
+func nanos(t *time.Time) any {
+	if t == nil {
+		return nil
+	}
+	return t.UnixNano()
+}
+
+func fromNanos(n sql.NullInt64) *time.Time {
+	if !n.Valid {
+		return nil
+	}
+	t := time.Unix(0, n.Int64).UTC()
+	return &t
+}

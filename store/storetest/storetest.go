@@ -1,0 +1,334 @@
+// Package storetest is the conformance suite every Store backend runs: the behaviour the rest of
+// the gateway relies on, written once.
+package storetest
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/webhookgw/gateway/store"
+)
+
+// Opener returns a new, empty store for one test. The suite closes it.
+type Opener func(t *testing.T) store.Store
+
+// Run runs the whole suite against the stores open makes.
+func Run(t *testing.T, open Opener) {
+	tests := []struct {
+		name string
+		fn   func(t *testing.T, s store.Store)
+	}{
+		{"CreateGetRoundTrip", testCreateGet},
+		{"CreateDuplicateID", testCreateDuplicate},
+		{"GetMissing", testGetMissing},
+		{"ListPagesInCreationOrder", testListPages},
+		{"UpdateAppliesChange", testUpdate},
+		{"UpdateErrorAborts", testUpdateAbort},
+		{"UpdateIsAtomic", testUpdateAtomic},
+		{"Delete", testDelete},
+		{"SyncCreatesUpdatesDeletes", testSync},
+		{"SyncNeverTouchesAPISubscriptions", testSyncConflict},
+		{"Ping", func(t *testing.T, s store.Store) {
+			if err := s.Ping(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := open(t)
+			t.Cleanup(func() {
+				if err := s.Close(); err != nil {
+					t.Errorf("Close: %v", err)
+				}
+			})
+			tt.fn(t, s)
+		})
+	}
+}
+
+var base = time.Date(2026, 1, 2, 3, 4, 5, 678_000_000, time.UTC)
+
+func sample(id string, created time.Time) *store.Subscription {
+	return &store.Subscription{
+		ID:      id,
+		Kind:    store.KindWebhook,
+		Source:  store.SourceAPI,
+		URL:     "https://example.com/hooks/" + id,
+		Events:  []string{"transaction.state.updated"},
+		Headers: map[string]string{"X-Team": "billing"},
+		Plugins: []store.Plugin{{Name: "bearer", Config: json.RawMessage(`{"token":"t"}`)}},
+		Active:  true,
+		// Times come back in UTC with nanosecond precision.
+		CreatedAt: created,
+		UpdatedAt: created,
+	}
+}
+
+func mustCreate(t *testing.T, s store.Store, sub *store.Subscription) {
+	t.Helper()
+	if err := s.CreateSubscription(context.Background(), sub); err != nil {
+		t.Fatalf("CreateSubscription(%s): %v", sub.ID, err)
+	}
+}
+
+func equal(t *testing.T, got, want *store.Subscription) {
+	t.Helper()
+	g, _ := json.Marshal(got)
+	w, _ := json.Marshal(want)
+	if string(g) != string(w) {
+		t.Fatalf("subscription differs\n got: %s\nwant: %s", g, w)
+	}
+}
+
+func testCreateGet(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	want := sample("a", base)
+	want.Kind = store.KindRegistration
+	want.Events = []string{store.AllEvents}
+	want.Headers = nil
+	want.Plugins = nil
+	want.RequestID, want.SourceSenderID = "req-1", "sender-1"
+	want.Username, want.Password = "jroll", "1234"
+	deact, detected := base.Add(time.Hour), base.Add(time.Minute)
+	want.Active, want.DeactivatedAt = false, &deact
+	want.InErrorState, want.ErrorStateReason, want.DetectedErrorStateAt = true, "HTTP 500 from target", &detected
+	mustCreate(t, s, want)
+	got, err := s.GetSubscription(ctx, "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	equal(t, got, want)
+
+	full := sample("b", base)
+	mustCreate(t, s, full)
+	got, err = s.GetSubscription(ctx, "b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	equal(t, got, full)
+}
+
+func testCreateDuplicate(t *testing.T, s store.Store) {
+	mustCreate(t, s, sample("a", base))
+	err := s.CreateSubscription(context.Background(), sample("a", base))
+	if !errors.Is(err, store.ErrExists) {
+		t.Fatalf("second create: got %v, want ErrExists", err)
+	}
+}
+
+func testGetMissing(t *testing.T, s store.Store) {
+	_, err := s.GetSubscription(context.Background(), "nope")
+	if !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("got %v, want ErrNotFound", err)
+	}
+}
+
+func testListPages(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	// Created out of id order; two share a creation time, ordered by id.
+	mustCreate(t, s, sample("c", base.Add(2*time.Second)))
+	mustCreate(t, s, sample("b", base))
+	mustCreate(t, s, sample("a", base))
+	mustCreate(t, s, sample("d", base.Add(3*time.Second)))
+	var ids []string
+	after := ""
+	for page := 0; page < 10; page++ {
+		subs, err := s.ListSubscriptions(ctx, store.ListOptions{Limit: 3, After: after})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(subs) == 0 {
+			break
+		}
+		for _, sub := range subs {
+			ids = append(ids, sub.ID)
+		}
+		after = subs[len(subs)-1].ID
+	}
+	if fmt.Sprint(ids) != "[a b c d]" {
+		t.Fatalf("listed %v, want [a b c d]", ids)
+	}
+	if _, err := s.ListSubscriptions(ctx, store.ListOptions{After: "missing"}); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("after a missing id: got %v, want ErrNotFound", err)
+	}
+}
+
+func testUpdate(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	mustCreate(t, s, sample("a", base))
+	later := base.Add(time.Minute)
+	got, err := s.UpdateSubscription(ctx, "a", func(sub *store.Subscription) error {
+		sub.URL = "https://example.org/new"
+		sub.Headers = nil
+		sub.ID, sub.Source, sub.CreatedAt = "hijack", store.SourceFile, later // ignored
+		sub.UpdatedAt = later
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := sample("a", base)
+	want.URL, want.Headers, want.UpdatedAt = "https://example.org/new", nil, later
+	equal(t, got, want)
+	stored, err := s.GetSubscription(ctx, "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	equal(t, stored, want)
+	if _, err := s.UpdateSubscription(ctx, "missing", func(*store.Subscription) error { return nil }); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("update missing: got %v, want ErrNotFound", err)
+	}
+}
+
+func testUpdateAbort(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	mustCreate(t, s, sample("a", base))
+	stop := errors.New("stop")
+	_, err := s.UpdateSubscription(ctx, "a", func(sub *store.Subscription) error {
+		sub.URL = "https://changed.example"
+		return stop
+	})
+	if !errors.Is(err, stop) {
+		t.Fatalf("got %v, want the change's error", err)
+	}
+	got, _ := s.GetSubscription(ctx, "a")
+	equal(t, got, sample("a", base))
+}
+
+// testUpdateAtomic runs concurrent read-modify-write updates; none may be lost.
+func testUpdateAtomic(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	sub := sample("a", base)
+	sub.Headers = map[string]string{}
+	mustCreate(t, s, sub)
+	const n = 20
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, err := s.UpdateSubscription(ctx, "a", func(sub *store.Subscription) error {
+				if sub.Headers == nil {
+					sub.Headers = map[string]string{}
+				}
+				sub.Headers[fmt.Sprintf("X-%d", i)] = "v"
+				return nil
+			})
+			errs <- err
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, _ := s.GetSubscription(ctx, "a")
+	if len(got.Headers) != n {
+		t.Fatalf("%d of %d concurrent updates kept", len(got.Headers), n)
+	}
+}
+
+func testDelete(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	mustCreate(t, s, sample("a", base))
+	if err := s.DeleteSubscription(ctx, "a"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.GetSubscription(ctx, "a"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("after delete: got %v, want ErrNotFound", err)
+	}
+	if err := s.DeleteSubscription(ctx, "a"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("second delete: got %v, want ErrNotFound", err)
+	}
+}
+
+func declared(id, url string) *store.Subscription {
+	return &store.Subscription{ID: id, URL: url, Events: []string{"task.state.updated"}}
+}
+
+func testSync(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	res, err := s.SyncFileSubscriptions(ctx, []*store.Subscription{
+		declared("billing", "https://billing.example/hooks"),
+		declared("audit", "https://audit.example/hooks"),
+	}, base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res != (store.SyncResult{Created: 2}) {
+		t.Fatalf("first sync: %+v", res)
+	}
+	got, err := s.GetSubscription(ctx, "billing")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Source != store.SourceFile || got.Kind != store.KindWebhook || !got.Active || !got.CreatedAt.Equal(base) {
+		t.Fatalf("synced subscription: %+v", got)
+	}
+
+	// State set at run time survives a sync that changes the declaration.
+	if _, err := s.UpdateSubscription(ctx, "billing", func(sub *store.Subscription) error {
+		sub.InErrorState, sub.ErrorStateReason = true, "connection refused"
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	later := base.Add(time.Hour)
+	changed := declared("billing", "https://billing.example/v2")
+	changed.Headers = map[string]string{"X-Team": "billing"}
+	res, err = s.SyncFileSubscriptions(ctx, []*store.Subscription{changed, declared("audit", "https://audit.example/hooks")}, later)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res != (store.SyncResult{Updated: 1}) {
+		t.Fatalf("second sync: %+v", res)
+	}
+	got, _ = s.GetSubscription(ctx, "billing")
+	if got.URL != "https://billing.example/v2" || got.Headers["X-Team"] != "billing" || !got.InErrorState ||
+		!got.UpdatedAt.Equal(later) || !got.CreatedAt.Equal(base) {
+		t.Fatalf("after update sync: %+v", got)
+	}
+
+	res, err = s.SyncFileSubscriptions(ctx, []*store.Subscription{changed}, later)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res != (store.SyncResult{Deleted: 1}) {
+		t.Fatalf("third sync: %+v", res)
+	}
+	if _, err := s.GetSubscription(ctx, "audit"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("removed from the file but still there: %v", err)
+	}
+}
+
+func testSyncConflict(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	mustCreate(t, s, sample("mine", base))
+	if _, err := s.SyncFileSubscriptions(ctx, nil, base); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.GetSubscription(ctx, "mine"); err != nil {
+		t.Fatalf("an empty sync removed an API subscription: %v", err)
+	}
+	_, err := s.SyncFileSubscriptions(ctx, []*store.Subscription{
+		declared("other", "https://other.example"),
+		declared("mine", "https://taken.example"),
+	}, base)
+	if !errors.Is(err, store.ErrOwnedByAPI) {
+		t.Fatalf("got %v, want ErrOwnedByAPI", err)
+	}
+	got, _ := s.GetSubscription(ctx, "mine")
+	equal(t, got, sample("mine", base))
+	if _, err := s.GetSubscription(ctx, "other"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("a failed sync left a change behind: %v", err)
+	}
+}
