@@ -97,7 +97,7 @@ func decodeValue(n *yaml.Node, v reflect.Value, path string, ps *Problems) {
 			n = n.Alias
 		}
 	}
-	if n == nil {
+	if n == nil || n.Kind == 0 { // nothing given: keep what v holds
 		return
 	}
 	if v.Type() == nodeType {

@@ -1,0 +1,198 @@
+package gateway
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/gofiber/fiber/v2"
+
+	"github.com/webhookgw/gateway/config"
+	"github.com/webhookgw/gateway/store"
+)
+
+// Dialect 1 (seed 000): POST/GET /v1/webhooks, GET/PUT/DELETE /v1/webhooks/{id}.
+
+// webhookRequest is the body of POST and PUT /v1/webhooks.
+type webhookRequest struct {
+	URL     *string           `json:"url"`
+	Events  []string          `json:"events"`
+	Headers map[string]string `json:"headers"`
+	Plugins []pluginRequest   `json:"plugins"`
+}
+
+// webhookView is a subscription as dialect 1 shows it: the seed's fields, in its order, then
+// the gateway's own.
+type webhookView struct {
+	ID        string            `json:"id"`
+	URL       string            `json:"url"`
+	Events    []string          `json:"events"`
+	Headers   map[string]string `json:"headers"`
+	UpdatedAt string            `json:"updatedAt"`
+	CreatedAt string            `json:"createdAt"`
+
+	Plugins              []pluginView `json:"plugins,omitempty"`
+	Source               store.Source `json:"source"`
+	IsActive             bool         `json:"isActive"`
+	DeactivatedAt        *string      `json:"deactivatedAt"`
+	IsInErrorState       bool         `json:"isInErrorState"`
+	ErrorStateReason     *string      `json:"errorStateReason"`
+	DetectedErrorStateAt *string      `json:"detectedErrorStateAt"`
+}
+
+// rfc3339Offset is the seed's time format: RFC 3339 with a numeric offset, "+00:00" for UTC.
+const rfc3339Offset = "2006-01-02T15:04:05-07:00"
+
+func (g *Gateway) webhookView(s *store.Subscription) webhookView {
+	events := s.Events
+	if len(events) == 1 && events[0] == store.AllEvents {
+		events = g.cfg.Events.Types
+	}
+	headers := s.Headers
+	if len(headers) == 0 {
+		headers = nil
+	}
+	return webhookView{
+		ID:                   s.ID,
+		URL:                  s.URL,
+		Events:               events,
+		Headers:              headers,
+		UpdatedAt:            s.UpdatedAt.UTC().Format(rfc3339Offset),
+		CreatedAt:            s.CreatedAt.UTC().Format(rfc3339Offset),
+		Plugins:              pluginViews(s.Plugins),
+		Source:               s.Source,
+		IsActive:             s.Active,
+		DeactivatedAt:        formatOptional(s.DeactivatedAt, rfc3339Offset),
+		IsInErrorState:       s.InErrorState,
+		ErrorStateReason:     optionalString(s.ErrorStateReason),
+		DetectedErrorStateAt: formatOptional(s.DetectedErrorStateAt, rfc3339Offset),
+	}
+}
+
+// parseWebhook validates a dialect-1 request into the fields it sets.
+func (g *Gateway) parseWebhook(c *fiber.Ctx) (*store.Subscription, error) {
+	var req webhookRequest
+	if err := decodeJSON(c, &req); err != nil {
+		return nil, err
+	}
+	var errs []FieldError
+	sub := &store.Subscription{}
+	if req.URL == nil {
+		errs = append(errs, FieldError{Field: "url", Message: "is required"})
+	} else {
+		sub.URL = *req.URL
+		errs = append(errs, g.checkURL("url", sub.URL)...)
+	}
+	sub.Events = req.Events
+	if len(sub.Events) == 0 {
+		sub.Events = g.cfg.Events.Default
+	}
+	sub.Events = dedupe(sub.Events)
+	for i, t := range sub.Events {
+		if err := g.cfg.Events.Check(t); err != nil {
+			errs = append(errs, FieldError{Field: fmt.Sprintf("events[%d]", i), Message: err.Error()})
+		}
+	}
+	if len(req.Headers) > 50 {
+		errs = append(errs, FieldError{Field: "headers", Message: "must have at most 50 headers"})
+	}
+	for name, value := range req.Headers {
+		if err := config.CheckHeader(name, value); err != nil {
+			errs = append(errs, FieldError{Field: "headers." + name, Message: err.Error()})
+		}
+	}
+	if len(req.Headers) > 0 {
+		sub.Headers = req.Headers
+	}
+	plugins, perrs := g.checkPlugins(req.Plugins)
+	sub.Plugins = plugins
+	errs = append(errs, perrs...)
+	if len(errs) > 0 {
+		return nil, invalid(errs...)
+	}
+	return sub, nil
+}
+
+func (g *Gateway) createWebhook(c *fiber.Ctx) error {
+	sub, err := g.parseWebhook(c)
+	if err != nil {
+		return err
+	}
+	now := g.now().UTC()
+	sub.ID, sub.Kind, sub.Source, sub.Active = g.newID(), store.KindWebhook, store.SourceAPI, true
+	sub.CreatedAt, sub.UpdatedAt = now, now
+	if err := g.store.CreateSubscription(c.UserContext(), sub); err != nil {
+		return err
+	}
+	c.Location(c.Path() + "/" + sub.ID)
+	return c.Status(fiber.StatusCreated).JSON(g.webhookView(sub))
+}
+
+func (g *Gateway) listWebhooks(c *fiber.Ctx) error {
+	subs, err := g.listPage(c)
+	if err != nil {
+		return err
+	}
+	views := make([]webhookView, len(subs))
+	for i, s := range subs {
+		views[i] = g.webhookView(s)
+	}
+	return c.JSON(views)
+}
+
+func (g *Gateway) getWebhook(c *fiber.Ctx) error {
+	sub, err := g.subscription(c)
+	if err != nil {
+		return err
+	}
+	return c.JSON(g.webhookView(sub))
+}
+
+// replaceWebhook replaces the target, events, headers and plugins; the state is kept.
+func (g *Gateway) replaceWebhook(c *fiber.Ctx) error {
+	want, err := g.parseWebhook(c)
+	if err != nil {
+		return err
+	}
+	sub, err := g.updateOwned(c, func(sub *store.Subscription) error {
+		store.CopyDeclaration(sub, want)
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	return c.JSON(g.webhookView(sub))
+}
+
+func (g *Gateway) deleteWebhook(c *fiber.Ctx) error {
+	sub, err := g.subscription(c)
+	if err != nil {
+		return err
+	}
+	if sub.Source == store.SourceFile {
+		return errFileOwned(sub.ID)
+	}
+	err = g.store.DeleteSubscription(c.UserContext(), sub.ID)
+	if errors.Is(err, store.ErrNotFound) {
+		return notFound(sub.ID)
+	}
+	if err != nil {
+		return err
+	}
+	return c.SendStatus(fiber.StatusNoContent)
+}
+
+func formatOptional(t *time.Time, layout string) *string {
+	if t == nil {
+		return nil
+	}
+	s := t.UTC().Format(layout)
+	return &s
+}
+
+func optionalString(s string) *string {
+	if s == "" {
+		return nil
+	}
+	return &s
+}

@@ -1,0 +1,205 @@
+// Command gateway is the webhook gateway: producers post events to it, and it delivers them,
+// durably and with retries, to the webhooks subscribers register.
+//
+//	gateway serve [--config FILE]     run the gateway
+//	gateway validate [--config FILE]  check the configuration
+//	gateway version                   print the version
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"syscall"
+
+	"github.com/mattn/go-isatty"
+
+	"github.com/webhookgw/gateway/config"
+	"github.com/webhookgw/gateway/gateway"
+	"github.com/webhookgw/gateway/plugins/builtin"
+	"github.com/webhookgw/gateway/store"
+	"github.com/webhookgw/gateway/store/sqlite"
+)
+
+const usage = `usage: gateway <command> [flags]
+
+commands:
+  serve [--config FILE]     run the gateway
+  validate [--config FILE]  check the configuration; print every problem, or ok
+  version                   print the version
+
+--config defaults to $GATEWAY_CONFIG, then ./gateway.yaml.
+`
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// run is the whole program; it returns the exit code.
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	switch args[0] {
+	case "serve":
+		path, explicit, ok := configFlag("serve", args[1:], stderr)
+		if !ok {
+			return 2
+		}
+		if err := serve(path, explicit, stderr); err != nil {
+			fmt.Fprintln(stderr, "gateway:", err)
+			return 1
+		}
+		return 0
+	case "validate":
+		path, _, ok := configFlag("validate", args[1:], stderr)
+		if !ok {
+			return 2
+		}
+		if _, err := config.Load(path, builtin.Registry()); err != nil {
+			fmt.Fprintln(stdout, err)
+			return 1
+		}
+		fmt.Fprintln(stdout, "ok")
+		return 0
+	case "version":
+		fmt.Fprintln(stdout, "webhook-gateway", version())
+		return 0
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	}
+	fmt.Fprintf(stderr, "gateway: unknown command %q\n\n%s", args[0], usage)
+	return 2
+}
+
+// configFlag parses --config; explicit says whether the path was asked for rather than the
+// ./gateway.yaml default.
+func configFlag(name string, args []string, stderr io.Writer) (path string, explicit, ok bool) {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&path, "config", "", "the configuration file (default $GATEWAY_CONFIG, then ./gateway.yaml)")
+	if err := fs.Parse(args); err != nil {
+		return "", false, false
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "gateway %s: unexpected argument %q\n", name, fs.Arg(0))
+		return "", false, false
+	}
+	if path == "" {
+		path = os.Getenv(config.EnvConfig)
+	}
+	if path != "" {
+		return path, true, true
+	}
+	return "gateway.yaml", false, true
+}
+
+func serve(path string, explicit bool, stderr io.Writer) error {
+	log := newLogger(stderr)
+	plugins := builtin.Registry()
+	cfg, err := config.Load(path, plugins)
+	if !explicit && errors.Is(err, fs.ErrNotExist) {
+		log.Warn("no gateway.yaml here; running with the default configuration")
+		cfg, err = config.Parse(nil, os.LookupEnv, plugins)
+	}
+	if err != nil {
+		return err
+	}
+	if len(cfg.Admin.Tokens) == 0 {
+		token := generateToken()
+		cfg.Admin.Tokens = []string{token}
+		fmt.Fprintf(stderr, "\nNo admin token is configured (admin.tokens), so this run made one. The management API\n"+
+			"accepts it until the gateway stops; set GATEWAY_ADMIN_TOKEN for a token of your own.\n\n"+
+			"    Authorization: Bearer %s\n\n", token)
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+
+	st, err := openStore(ctx, cfg.Store)
+	if err != nil {
+		return err
+	}
+	gw, err := gateway.New(gateway.Options{Config: cfg, Store: st, Plugins: plugins, Logger: log})
+	if err != nil {
+		return errors.Join(err, st.Close())
+	}
+	if _, err := gw.SyncSubscriptions(ctx, cfg); err != nil {
+		return errors.Join(err, st.Close())
+	}
+
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+				reload(ctx, gw, path, log)
+			}
+		}
+	}()
+
+	err = gw.Run(ctx)
+	log.Info("stopped", "err", err)
+	return errors.Join(err, st.Close())
+}
+
+// reload syncs the file's subscriptions again. Other changes to the file need a restart.
+func reload(ctx context.Context, gw *gateway.Gateway, path string, log *slog.Logger) {
+	cfg, err := config.Load(path, builtin.Registry())
+	if err != nil {
+		log.Error("SIGHUP: configuration not reloaded", "config", path, "err", err.Error())
+		return
+	}
+	if _, err := gw.SyncSubscriptions(ctx, cfg); err != nil {
+		log.Error("SIGHUP: subscriptions not synced", "err", err)
+		return
+	}
+	log.Info("SIGHUP: subscriptions reloaded; other settings apply at the next start", "config", path)
+}
+
+func openStore(ctx context.Context, cfg config.Store) (store.Store, error) {
+	switch cfg.Driver {
+	case "sqlite":
+		return sqlite.Open(ctx, cfg.DSN, sqlite.Options{Synchronous: cfg.Synchronous})
+	}
+	return nil, fmt.Errorf("store.driver %q is not available in this build", cfg.Driver)
+}
+
+// newLogger logs JSON unless w is a terminal.
+func newLogger(w io.Writer) *slog.Logger {
+	if f, ok := w.(*os.File); ok && isatty.IsTerminal(f.Fd()) {
+		return slog.New(slog.NewTextHandler(w, nil))
+	}
+	return slog.New(slog.NewJSONHandler(w, nil))
+}
+
+func generateToken() string {
+	b := make([]byte, 24)
+	rand.Read(b)
+	return "gw_" + hex.EncodeToString(b)
+}
+
+// version is gateway.Version, or the module version when built with go install.
+func version() string {
+	if gateway.Version == "dev" {
+		if info, ok := debug.ReadBuildInfo(); ok && info.Main.Version != "" && info.Main.Version != "(devel)" {
+			return info.Main.Version
+		}
+	}
+	return gateway.Version
+}
