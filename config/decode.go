@@ -143,6 +143,10 @@ func decodeValue(n *yaml.Node, v reflect.Value, path string, ps *Problems) {
 		m := reflect.MakeMapWithSize(v.Type(), len(n.Content)/2)
 		for i := 0; i+1 < len(n.Content); i += 2 {
 			key := n.Content[i].Value
+			if m.MapIndex(reflect.ValueOf(key).Convert(v.Type().Key())).IsValid() {
+				ps.Add(joinPath(path, key), "key appears twice")
+				continue
+			}
 			elem := reflect.New(v.Type().Elem()).Elem()
 			decodeValue(n.Content[i+1], elem, joinPath(path, key), ps)
 			m.SetMapIndex(reflect.ValueOf(key).Convert(v.Type().Key()), elem)
@@ -168,8 +172,14 @@ func decodeStruct(n *yaml.Node, v reflect.Value, path string, ps *Problems) {
 		return
 	}
 	fields := yamlFields(v.Type())
+	seen := make(map[string]bool, len(n.Content)/2)
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		key := n.Content[i].Value
+		if seen[key] {
+			ps.Add(joinPath(path, key), "key appears twice")
+			continue
+		}
+		seen[key] = true
 		idx, ok := fields[key]
 		if !ok {
 			ps.Add(joinPath(path, key), "unknown key (known keys: %s)", strings.Join(sortedKeys(fields), ", "))

@@ -107,7 +107,13 @@ func expandNode(n *yaml.Node, path string, lookup func(string) (string, bool), p
 		}
 		if v != n.Value {
 			n.Value = v
-			if n.Style == 0 { // plain: let the expanded text say its type (a number, a bool)
+			switch {
+			case v == "":
+				// An unset variable is an empty string, not YAML's null (which would keep the
+				// default in place): dsn: ${UNSET} must fail as dsn: "" does.
+				n.Tag = "!!str"
+			case n.Style == 0:
+				// Plain: let the expanded text say its type (a number, a bool).
 				n.Tag = ""
 			}
 		}

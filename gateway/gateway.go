@@ -124,6 +124,9 @@ func (g *Gateway) Serve(ctx context.Context, ln net.Listener) error {
 	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), ShutdownTimeout)
 	defer cancel()
 	err := g.app.ShutdownWithContext(shutdownCtx)
+	// fasthttp closes only a listener its Serve has already registered: a shutdown that comes
+	// first would leave Serve blocked in Accept for good. Closing it here ends Serve either way.
+	ln.Close()
 	if serveErr := <-served; serveErr != nil && err == nil {
 		err = serveErr
 	}

@@ -1,0 +1,195 @@
+package config_test
+
+import (
+	"errors"
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/webhookgw/gateway/config"
+	"github.com/webhookgw/gateway/plugins/builtin"
+)
+
+var update = flag.Bool("update", false, "rewrite golden files")
+
+func env(vars map[string]string) func(string) (string, bool) {
+	return func(k string) (string, bool) {
+		v, ok := vars[k]
+		return v, ok
+	}
+}
+
+func TestDefaultIsValid(t *testing.T) {
+	if err := config.Default().Validate(builtin.Registry()); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Parse(nil, env(nil), builtin.Registry())
+	if err != nil {
+		t.Fatalf("an empty file: %v", err)
+	}
+	if cfg.Listen != "127.0.0.1:8080" || cfg.Delivery.Timeout != 15*time.Second || !cfg.Security.RequireHTTPS {
+		t.Fatalf("defaults not applied: %+v", cfg)
+	}
+}
+
+func TestShippedConfigValidates(t *testing.T) {
+	cfg, err := config.Load(filepath.Join("..", "gateway.yaml"), builtin.Registry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.Delivery.Schedule) != 9 || cfg.Delivery.Schedule[8] != 24*time.Hour {
+		t.Fatalf("schedule %v", cfg.Delivery.Schedule)
+	}
+}
+
+// TestProblems checks every message against testdata/problems.golden: each problem with its
+// YAML path, all reported at once. go test ./config -update rewrites the golden file.
+func TestProblems(t *testing.T) {
+	data, err := os.ReadFile("testdata/problems.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = config.Parse(data, env(nil), builtin.Registry())
+	var ps config.Problems
+	if !errors.As(err, &ps) {
+		t.Fatalf("got %v, want Problems", err)
+	}
+	got := err.Error() + "\n"
+	golden := "testdata/problems.golden"
+	if *update {
+		os.WriteFile(golden, []byte(got), 0o644)
+	}
+	want, err := os.ReadFile(golden)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got != string(want) {
+		t.Fatalf("problems differ from %s (rerun with -update to accept)\n--- got\n%s--- want\n%s", golden, got, want)
+	}
+}
+
+func TestEnvExpansion(t *testing.T) {
+	yaml := `
+listen: "${HOST:-127.0.0.1}:${PORT}"
+admin:
+  tokens: ["${TOKEN}", "${UNSET}", "lit$eral", "$${NOT_A_VAR}"]
+ingest:
+  max_body_bytes: ${MAX}
+delivery:
+  timeout: ${TIMEOUT:-30s}
+  quick_retries: ${RETRIES:-3}
+security:
+  require_https: ${HTTPS}
+subscriptions:
+  - id: a
+    url: https://${HOST_NAME}/hooks
+    plugins:
+      - name: bearer
+        config: { token: "${BEARER}" }
+`
+	cfg, err := config.Parse([]byte(yaml), env(map[string]string{
+		"PORT": "9090", "TOKEN": "s3cret", "MAX": "2048", "TIMEOUT": "", "HTTPS": "false",
+		"HOST_NAME": "example.com", "BEARER": "b",
+	}), builtin.Registry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Listen != "127.0.0.1:9090" {
+		t.Errorf("listen %q", cfg.Listen)
+	}
+	if strings.Join(cfg.Admin.Tokens, ",") != "s3cret,lit$eral,${NOT_A_VAR}" {
+		t.Errorf("tokens %q (unset ones must be dropped)", cfg.Admin.Tokens)
+	}
+	if cfg.Ingest.MaxBodyBytes != 2048 || cfg.Delivery.Timeout != 30*time.Second || cfg.Delivery.QuickRetries != 3 {
+		t.Errorf("numbers from the environment: %+v %+v", cfg.Ingest, cfg.Delivery)
+	}
+	if cfg.Security.RequireHTTPS {
+		t.Error("require_https: ${HTTPS} with HTTPS=false stayed true")
+	}
+	if cfg.Subscriptions[0].URL != "https://example.com/hooks" {
+		t.Errorf("url %q", cfg.Subscriptions[0].URL)
+	}
+}
+
+func TestExpand(t *testing.T) {
+	lookup := env(map[string]string{"A": "1", "EMPTY": ""})
+	cases := []struct{ in, out, err string }{
+		{"plain", "plain", ""},
+		{"${A}", "1", ""},
+		{"x${A}y${A}", "x1y1", ""},
+		{"${B}", "", ""},
+		{"${B:-dflt}", "dflt", ""},
+		{"${EMPTY:-dflt}", "dflt", ""},
+		{"${A:-dflt}", "1", ""},
+		{"${B:-a:-b}", "a:-b", ""},
+		{"$$", "$$", ""},
+		{"$${A}", "${A}", ""},
+		{"cost $5", "cost $5", ""},
+		{"trailing $", "trailing $", ""},
+		{"${A", "", "unterminated"},
+		{"${}", "", "bad variable name"},
+		{"${1A}", "", "bad variable name"},
+		{"${A B}", "", "bad variable name"},
+	}
+	for _, c := range cases {
+		got, err := config.Expand(c.in, lookup)
+		if c.err != "" {
+			if err == nil || !strings.Contains(err.Error(), c.err) {
+				t.Errorf("Expand(%q): error %v, want %q", c.in, err, c.err)
+			}
+			continue
+		}
+		if err != nil || got != c.out {
+			t.Errorf("Expand(%q) = %q, %v; want %q", c.in, got, err, c.out)
+		}
+	}
+}
+
+func TestListenOverride(t *testing.T) {
+	cfg, err := config.Parse([]byte("listen: 127.0.0.1:1\n"), env(map[string]string{config.EnvListen: "0.0.0.0:8081"}), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Listen != "0.0.0.0:8081" {
+		t.Fatalf("listen %q, want GATEWAY_LISTEN's", cfg.Listen)
+	}
+}
+
+func TestSubscriptionDefaults(t *testing.T) {
+	cfg, err := config.Parse([]byte(`
+subscriptions:
+  - id: billing
+    url: https://billing.example.com/hooks
+    headers: { X-Team: billing }
+    plugins:
+      - name: basic-auth
+        config: { username: u, password: p }
+`), env(nil), builtin.Registry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := cfg.Subscriptions[0]
+	if s.ID != "billing" || s.Headers["X-Team"] != "billing" || s.Plugins[0].Name != "basic-auth" {
+		t.Fatalf("%+v", s)
+	}
+}
+
+func TestLoadMissingFile(t *testing.T) {
+	_, err := config.Load(filepath.Join(t.TempDir(), "none.yaml"), nil)
+	if !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("got %v, want a not-exist error", err)
+	}
+}
+
+func TestNotYAML(t *testing.T) {
+	for _, in := range []string{"listen: [", "\t- x", "[1, 2]", "just a string"} {
+		_, err := config.Parse([]byte(in), env(nil), nil)
+		var ps config.Problems
+		if !errors.As(err, &ps) {
+			t.Errorf("%q: got %v, want Problems", in, err)
+		}
+	}
+}

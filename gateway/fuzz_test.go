@@ -1,0 +1,75 @@
+package gateway_test
+
+import (
+	"context"
+	"io"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/webhookgw/gateway/store"
+)
+
+// fuzzRoute posts arbitrary bodies to a create route through the real handler: each answer must
+// be 201 or a 4xx problem document, and a 4xx must leave the store as it was.
+func fuzzRoute(f *testing.F, path string, seeds []string) {
+	for _, s := range seeds {
+		f.Add([]byte(s))
+	}
+	e := newEnv(f, nil)
+	count := func(t *testing.T) int {
+		subs, err := e.store.ListSubscriptions(context.Background(), store.ListOptions{Limit: 1 << 30})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(subs)
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		before := count(t)
+		req := httptest.NewRequest("POST", path, strings.NewReader(string(body)))
+		req.Header.Set("Authorization", "Bearer "+adminToken)
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := e.gw.App().Test(req, -1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out, _ := io.ReadAll(resp.Body)
+		switch {
+		case resp.StatusCode == 201:
+			if count(t) != before+1 {
+				t.Fatalf("201 but %d stored, had %d", count(t), before)
+			}
+		case resp.StatusCode >= 400 && resp.StatusCode < 500:
+			if ct := resp.Header.Get("Content-Type"); ct != "application/problem+json" {
+				t.Fatalf("%d with Content-Type %q", resp.StatusCode, ct)
+			}
+			if count(t) != before {
+				t.Fatalf("%d but the store changed: %s", resp.StatusCode, out)
+			}
+		default:
+			t.Fatalf("status %d for %q: %s", resp.StatusCode, body, out)
+		}
+	})
+}
+
+func FuzzWebhookRequest(f *testing.F) {
+	fuzzRoute(f, "/v1/webhooks", []string{
+		`{"url": "https://example.com"}`,
+		`{"url": "https://example.com", "events": ["transaction.state.updated", "task.state.updated"]}`,
+		`{"url": "https://example.com", "headers": {"My-Custom-Header": "Example"}}`,
+		`{"url": "https://example.com", "plugins": [{"name": "basic-auth", "config": {"username": "u", "password": "p"}}]}`,
+		`{"url": "https://example.com", "plugins": [{"name": "headers", "config": {"X-A": "b"}}]}`,
+		`{"url": "http://x", "events": ["nope"], "headers": {"Bad Name": "\u0000"}}`,
+		`{"url": null, "events": null, "headers": null, "plugins": null}`,
+		`[]`, `null`, `{`, `{"url": "https://example.com"} x`,
+	})
+}
+
+func FuzzRegistrationRequest(f *testing.F) {
+	fuzzRoute(f, "/api/WebhookRegistrations", []string{
+		`{"requestId": "r", "callBackUrl": "https://example.com", "callBackUserName": "u", "callBackPassword": "p", "sourceSenderId": "s"}`,
+		`{"requestId": "R4J39QO2DC-YP3B-3BT2-5AC9-FFOP111SLGN0", "callBackUrl": "string", "callBackUserName": "string", "callBackPassword": "string"}`,
+		`{"requestId": "r", "callBackUrl": "https://example.com", "callBackUserName": "a:b", "callBackPassword": "", "sourceSenderId": "s", "isActive": false}`,
+		`{"isActive": "yes"}`, `{}`, `[1]`, `"x"`,
+	})
+}
