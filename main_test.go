@@ -1,0 +1,365 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestMain lets the tests run the gateway as a real process: the test binary re-executes
+// itself with GATEWAY_TEST_RUN_MAIN=1 and the gateway's own arguments.
+func TestMain(m *testing.M) {
+	if os.Getenv("GATEWAY_TEST_RUN_MAIN") == "1" {
+		os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+	}
+	os.Exit(m.Run())
+}
+
+// syncBuffer is a bytes.Buffer safe for a process to write while the test reads.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// command returns the gateway as a process with args, run in dir with extra environment.
+func command(t *testing.T, dir string, env []string, args ...string) *exec.Cmd {
+	t.Helper()
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(exe, args...)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "GATEWAY_TEST_RUN_MAIN=1")
+	cmd.Env = append(cmd.Env, env...)
+	return cmd
+}
+
+// process is a running gateway.
+type process struct {
+	t      *testing.T
+	cmd    *exec.Cmd
+	base   string
+	output *syncBuffer
+	done   chan error
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// startGateway runs gateway serve with the config file and waits until it answers /healthz.
+func startGateway(t *testing.T, dir, configPath string, env ...string) *process {
+	t.Helper()
+	addr := freeAddr(t)
+	cmd := command(t, dir, append(env, "GATEWAY_LISTEN="+addr), "serve", "--config", configPath)
+	out := &syncBuffer{}
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	p := &process{t: t, cmd: cmd, base: "http://" + addr, output: out, done: make(chan error, 1)}
+	go func() { p.done <- cmd.Wait() }()
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			cmd.Process.Kill()
+			<-p.done
+		}
+	})
+	deadline := time.Now().Add(15 * time.Second)
+	for time.Now().Before(deadline) {
+		select {
+		case err := <-p.done:
+			p.done <- err
+			t.Fatalf("gateway exited at start: %v\n%s", err, out)
+		default:
+		}
+		if resp, err := http.Get(p.base + "/healthz"); err == nil {
+			resp.Body.Close()
+			return p
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("gateway did not answer within 15s\n%s", out)
+	return nil
+}
+
+// stop sends sig and returns the exit code.
+func (p *process) stop(sig os.Signal) int {
+	p.t.Helper()
+	if err := p.cmd.Process.Signal(sig); err != nil {
+		p.t.Fatal(err)
+	}
+	select {
+	case <-p.done:
+		return p.cmd.ProcessState.ExitCode()
+	case <-time.After(20 * time.Second):
+		p.t.Fatalf("gateway did not stop within 20s\n%s", p.output)
+	}
+	return -1
+}
+
+func (p *process) request(token, method, path, body string) (int, map[string]any) {
+	p.t.Helper()
+	req, err := http.NewRequest(method, p.base+path, strings.NewReader(body))
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(resp.Body)
+	var m map[string]any
+	json.Unmarshal(data, &m)
+	return resp.StatusCode, m
+}
+
+func writeConfig(t *testing.T, path, text string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+const testToken = "process-test-token"
+
+func TestServeRestartKeepsData(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "gateway.yaml")
+	writeConfig(t, cfg, "admin:\n  tokens: [\"${GATEWAY_ADMIN_TOKEN}\"]\nstore:\n  dsn: data/gw.db\n")
+	os.Mkdir(filepath.Join(dir, "data"), 0o755)
+	env := "GATEWAY_ADMIN_TOKEN=" + testToken
+
+	p := startGateway(t, dir, cfg, env)
+	status, w := p.request(testToken, "POST", "/v1/webhooks", `{"url": "https://example.com/hooks"}`)
+	if status != 201 {
+		t.Fatalf("create webhook: %d %v", status, w)
+	}
+	status, r := p.request(testToken, "POST", "/api/WebhookRegistrations",
+		`{"requestId":"r","callBackUrl":"https://example.com/cb","callBackUserName":"u","callBackPassword":"p","sourceSenderId":"s"}`)
+	if status != 201 {
+		t.Fatalf("create registration: %d %v", status, r)
+	}
+	if code := p.stop(syscall.SIGTERM); code != 0 {
+		t.Fatalf("SIGTERM: exit code %d\n%s", code, p.output)
+	}
+
+	p = startGateway(t, dir, cfg, env)
+	if status, got := p.request(testToken, "GET", "/v1/webhooks/"+w["id"].(string), ""); status != 200 || got["url"] != "https://example.com/hooks" {
+		t.Fatalf("webhook after restart: %d %v", status, got)
+	}
+	if status, got := p.request(testToken, "GET", "/api/WebhookRegistrations/"+r["registrationId"].(string), ""); status != 200 || got["callBackUserName"] != "u" {
+		t.Fatalf("registration after restart: %d %v", status, got)
+	}
+	if code := p.stop(syscall.SIGINT); code != 0 {
+		t.Fatalf("SIGINT: exit code %d\n%s", code, p.output)
+	}
+}
+
+func TestSIGHUPSyncsDeclaredSubscriptions(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "gateway.yaml")
+	header := "admin:\n  tokens: [" + testToken + "]\n"
+	writeConfig(t, cfg, header+`subscriptions:
+  - id: billing
+    url: https://billing.example.com/hooks
+  - id: audit
+    url: https://audit.example.com/hooks
+`)
+	p := startGateway(t, dir, cfg)
+	status, api := p.request(testToken, "POST", "/v1/webhooks", `{"url": "https://mine.example.com"}`)
+	if status != 201 {
+		t.Fatal(status, api)
+	}
+	if status, w := p.request(testToken, "GET", "/v1/webhooks/billing", ""); status != 200 || w["source"] != "file" {
+		t.Fatalf("declared subscription at start: %d %v", status, w)
+	}
+
+	writeConfig(t, cfg, header+`subscriptions:
+  - id: billing
+    url: https://billing.example.com/v2
+    headers: { X-Team: billing }
+  - id: ledger
+    url: https://ledger.example.com/hooks
+    events: [task.state.updated]
+`)
+	p.cmd.Process.Signal(syscall.SIGHUP)
+	waitFor(t, p, func() bool {
+		s1, _ := p.request(testToken, "GET", "/v1/webhooks/audit", "")
+		s2, _ := p.request(testToken, "GET", "/v1/webhooks/ledger", "")
+		return s1 == 404 && s2 == 200
+	})
+	if _, w := p.request(testToken, "GET", "/v1/webhooks/billing", ""); w["url"] != "https://billing.example.com/v2" {
+		t.Fatalf("billing not updated: %v", w)
+	}
+	if s, _ := p.request(testToken, "GET", "/v1/webhooks/"+api["id"].(string), ""); s != 200 {
+		t.Fatal("the sync removed an API subscription")
+	}
+
+	// A broken file changes nothing and is logged.
+	writeConfig(t, cfg, header+"subscriptions:\n  - id: ledger\n    url: http://insecure.example.com\n")
+	p.cmd.Process.Signal(syscall.SIGHUP)
+	waitFor(t, p, func() bool { return strings.Contains(p.output.String(), "must start with https://") })
+	if s, _ := p.request(testToken, "GET", "/v1/webhooks/billing", ""); s != 200 {
+		t.Fatal("a broken file's reload removed a subscription")
+	}
+	if code := p.stop(syscall.SIGTERM); code != 0 {
+		t.Fatalf("exit code %d", code)
+	}
+}
+
+func waitFor(t *testing.T, p *process, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if cond() {
+			return
+		}
+	}
+	t.Fatalf("condition not met within 10s\n%s", p.output)
+}
+
+func TestGeneratedAdminToken(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "gateway.yaml")
+	writeConfig(t, cfg, "admin:\n  tokens: [\"${GATEWAY_ADMIN_TOKEN}\"]\n")
+	p := startGateway(t, dir, cfg, "GATEWAY_ADMIN_TOKEN=")
+	token := regexp.MustCompile(`Authorization: Bearer (gw_[0-9a-f]{48})`).FindStringSubmatch(p.output.String())
+	if token == nil {
+		t.Fatalf("no generated token printed:\n%s", p.output)
+	}
+	if s, _ := p.request("", "GET", "/v1/webhooks", ""); s != 401 {
+		t.Fatalf("without a token: %d", s)
+	}
+	if s, _ := p.request(token[1], "GET", "/v1/webhooks", ""); s != 200 {
+		t.Fatalf("with the printed token: %d", s)
+	}
+	if n := strings.Count(p.output.String(), token[1]); n != 1 {
+		t.Fatalf("the token is printed %d times, want once", n)
+	}
+	p.stop(syscall.SIGTERM)
+}
+
+func TestServeRefusesToTakeOverAnAPISubscription(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "gateway.yaml")
+	header := "admin:\n  tokens: [" + testToken + "]\n"
+	writeConfig(t, cfg, header)
+	p := startGateway(t, dir, cfg)
+	_, w := p.request(testToken, "POST", "/v1/webhooks", `{"url": "https://mine.example.com"}`)
+	p.stop(syscall.SIGTERM)
+
+	writeConfig(t, cfg, fmt.Sprintf("%ssubscriptions:\n  - id: %s\n    url: https://other.example.com\n", header, w["id"]))
+	cmd := command(t, dir, []string{"GATEWAY_LISTEN=" + freeAddr(t)}, "serve", "--config", cfg)
+	out, err := cmd.CombinedOutput()
+	if cmd.ProcessState.ExitCode() != 1 || !strings.Contains(string(out), "owned by the API") {
+		t.Fatalf("serve: %v\n%s", err, out)
+	}
+}
+
+func TestValidateVersionAndUsage(t *testing.T) {
+	dir := t.TempDir()
+	good := filepath.Join(dir, "good.yaml")
+	writeConfig(t, good, "listen: 127.0.0.1:9000\n")
+	bad := filepath.Join(dir, "bad.yaml")
+	writeConfig(t, bad, "listen: 127.0.0.1:9000\nsubscriptions:\n  - id: a\n    url: http://x.example\n  - id: b\n    url: https://y.example\n    colour: red\n")
+
+	cases := []struct {
+		args []string
+		env  []string
+		code int
+		want []string
+	}{
+		{[]string{"validate", "--config", good}, nil, 0, []string{"ok"}},
+		{[]string{"validate"}, []string{"GATEWAY_CONFIG=" + good}, 0, []string{"ok"}},
+		{[]string{"validate", "--config", bad}, nil, 1, []string{
+			"subscriptions[0].url: must start with https://", "subscriptions[1].colour: unknown key"}},
+		{[]string{"validate", "--config", filepath.Join(dir, "none.yaml")}, nil, 1, []string{"no such file"}},
+		{[]string{"validate", "extra"}, nil, 2, []string{"unexpected argument"}},
+		{[]string{"version"}, nil, 0, []string{"webhook-gateway "}},
+		{[]string{"nonsense"}, nil, 2, []string{"unknown command", "usage:"}},
+		{nil, nil, 2, []string{"usage:"}},
+		{[]string{"serve", "--bogus"}, nil, 2, []string{"flag provided but not defined"}},
+	}
+	for _, c := range cases {
+		cmd := command(t, dir, c.env, c.args...)
+		out, _ := cmd.CombinedOutput()
+		if code := cmd.ProcessState.ExitCode(); code != c.code {
+			t.Errorf("gateway %v: exit %d, want %d\n%s", c.args, code, c.code, out)
+		}
+		for _, w := range c.want {
+			if !strings.Contains(string(out), w) {
+				t.Errorf("gateway %v: output lacks %q:\n%s", c.args, w, out)
+			}
+		}
+	}
+	// The shipped file validates from the repository root.
+	cmd := command(t, ".", nil, "validate")
+	if out, err := cmd.CombinedOutput(); err != nil || strings.TrimSpace(string(out)) != "ok" {
+		t.Fatalf("validate of ./gateway.yaml: %v %s", err, out)
+	}
+}
+
+func TestServeWithoutConfigFileUsesDefaults(t *testing.T) {
+	dir := t.TempDir()
+	addr := freeAddr(t)
+	cmd := command(t, dir, []string{"GATEWAY_LISTEN=" + addr, "GATEWAY_CONFIG="}, "serve")
+	out := &syncBuffer{}
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	p := &process{t: t, cmd: cmd, base: "http://" + addr, output: out, done: make(chan error, 1)}
+	go func() { p.done <- cmd.Wait() }()
+	waitFor(t, p, func() bool {
+		resp, err := http.Get(p.base + "/readyz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == 200
+	})
+	if code := p.stop(syscall.SIGTERM); code != 0 {
+		t.Fatalf("exit %d\n%s", code, out)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "gateway.db")); err != nil {
+		t.Fatalf("no gateway.db in the working directory: %v", err)
+	}
+	if !strings.Contains(out.String(), "default configuration") {
+		t.Errorf("no word that defaults are used:\n%s", out)
+	}
+}
