@@ -78,11 +78,10 @@ func freeAddr(t *testing.T) string {
 	return ln.Addr().String()
 }
 
-// startGateway runs gateway serve with the config file and waits until it answers /healthz.
-func startGateway(t *testing.T, dir, configPath string, env ...string) *process {
+// spawn starts the gateway with args, listening on addr, and returns it without waiting.
+func spawn(t *testing.T, dir, addr string, env []string, args ...string) *process {
 	t.Helper()
-	addr := freeAddr(t)
-	cmd := command(t, dir, append(env, "GATEWAY_LISTEN="+addr), "serve", "--config", configPath)
+	cmd := command(t, dir, append(env, "GATEWAY_LISTEN="+addr), args...)
 	out := &syncBuffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
@@ -96,22 +95,35 @@ func startGateway(t *testing.T, dir, configPath string, env ...string) *process 
 			<-p.done
 		}
 	})
-	deadline := time.Now().Add(15 * time.Second)
-	for time.Now().Before(deadline) {
+	return p
+}
+
+// startGateway runs gateway serve with the config file and waits until it answers /healthz.
+func startGateway(t *testing.T, dir, configPath string, env ...string) *process {
+	t.Helper()
+	p := spawn(t, dir, freeAddr(t), env, "serve", "--config", configPath)
+	p.waitReady()
+	return p
+}
+
+// waitReady waits up to 15s for /readyz to answer 200, failing if the process exits first.
+func (p *process) waitReady() {
+	p.t.Helper()
+	for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
 		select {
 		case err := <-p.done:
 			p.done <- err
-			t.Fatalf("gateway exited at start: %v\n%s", err, out)
+			p.t.Fatalf("gateway exited at start: %v\n%s", err, p.output)
 		default:
 		}
-		if resp, err := http.Get(p.base + "/healthz"); err == nil {
+		if resp, err := http.Get(p.base + "/readyz"); err == nil {
 			resp.Body.Close()
-			return p
+			if resp.StatusCode == 200 {
+				return
+			}
 		}
-		time.Sleep(20 * time.Millisecond)
 	}
-	t.Fatalf("gateway did not answer within 15s\n%s", out)
-	return nil
+	p.t.Fatalf("gateway not ready within 15s\n%s", p.output)
 }
 
 // stop sends sig and returns the exit code.
@@ -336,30 +348,15 @@ func TestValidateVersionAndUsage(t *testing.T) {
 
 func TestServeWithoutConfigFileUsesDefaults(t *testing.T) {
 	dir := t.TempDir()
-	addr := freeAddr(t)
-	cmd := command(t, dir, []string{"GATEWAY_LISTEN=" + addr, "GATEWAY_CONFIG="}, "serve")
-	out := &syncBuffer{}
-	cmd.Stdout, cmd.Stderr = out, out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	p := &process{t: t, cmd: cmd, base: "http://" + addr, output: out, done: make(chan error, 1)}
-	go func() { p.done <- cmd.Wait() }()
-	waitFor(t, p, func() bool {
-		resp, err := http.Get(p.base + "/readyz")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == 200
-	})
+	p := spawn(t, dir, freeAddr(t), []string{"GATEWAY_CONFIG="}, "serve")
+	p.waitReady()
 	if code := p.stop(syscall.SIGTERM); code != 0 {
-		t.Fatalf("exit %d\n%s", code, out)
+		t.Fatalf("exit %d\n%s", code, p.output)
 	}
 	if _, err := os.Stat(filepath.Join(dir, "gateway.db")); err != nil {
 		t.Fatalf("no gateway.db in the working directory: %v", err)
 	}
-	if !strings.Contains(out.String(), "default configuration") {
-		t.Errorf("no word that defaults are used:\n%s", out)
+	if !strings.Contains(p.output.String(), "default configuration") {
+		t.Errorf("no word that defaults are used:\n%s", p.output)
 	}
 }

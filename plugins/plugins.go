@@ -10,6 +10,8 @@ import (
 	"sort"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/webhookgw/gateway/config"
 )
 
 // Plugin prepares one outbound attempt. Apply runs on every attempt, retries included, must be
@@ -19,9 +21,25 @@ type Plugin interface {
 	Apply(ctx context.Context, req *http.Request, body []byte) error
 }
 
-// Factory decodes cfg strictly into the plugin's own Config type (config.DecodeStrict) and
-// validates it. It does no I/O. cfg may be a zero Node when the configuration names none.
+// Factory decodes cfg strictly into the plugin's own Config type (see Typed) and validates it. It does no I/O. cfg may be a zero Node when the configuration names none.
 type Factory func(cfg *yaml.Node) (Plugin, error)
+
+// Typed returns the Factory of a plugin whose configuration is a C: it decodes the node
+// strictly into a C (config.DecodeStrict, so problems carry their paths) and passes it to
+// newPlugin, which validates it and makes the plugin.
+func Typed[C any, P Plugin](newPlugin func(C) (P, error)) Factory {
+	return func(node *yaml.Node) (Plugin, error) {
+		var cfg C
+		if err := config.DecodeStrict(node, &cfg); err != nil {
+			return nil, err
+		}
+		p, err := newPlugin(cfg)
+		if err != nil {
+			return nil, err
+		}
+		return p, nil
+	}
+}
 
 // Registry maps plugin names to their factories. The zero value is not usable; use
 // NewRegistry. A Registry is safe for concurrent use once registration is done.

@@ -7,8 +7,6 @@ import (
 	"net/http"
 	"strings"
 
-	"gopkg.in/yaml.v3"
-
 	"github.com/webhookgw/gateway/config"
 	"github.com/webhookgw/gateway/plugins"
 )
@@ -43,14 +41,8 @@ func New(cfg Config) (*Plugin, error) {
 	return &Plugin{cfg: cfg}, nil
 }
 
-// Factory decodes a basic-auth configuration.
-func Factory(node *yaml.Node) (plugins.Plugin, error) {
-	var cfg Config
-	if err := config.DecodeStrict(node, &cfg); err != nil {
-		return nil, err
-	}
-	return New(cfg)
-}
+// Factory makes the plugin from its configuration.
+var Factory = plugins.Typed(New)
 
 // Apply sets the Authorization header.
 func (p *Plugin) Apply(_ context.Context, req *http.Request, _ []byte) error {

@@ -5,8 +5,6 @@ import (
 	"context"
 	"net/http"
 
-	"gopkg.in/yaml.v3"
-
 	"github.com/webhookgw/gateway/config"
 	"github.com/webhookgw/gateway/plugins"
 )
@@ -40,14 +38,8 @@ func New(cfg Config) (*Plugin, error) {
 	return &Plugin{header: "Bearer " + cfg.Token}, nil
 }
 
-// Factory decodes a bearer configuration.
-func Factory(node *yaml.Node) (plugins.Plugin, error) {
-	var cfg Config
-	if err := config.DecodeStrict(node, &cfg); err != nil {
-		return nil, err
-	}
-	return New(cfg)
-}
+// Factory makes the plugin from its configuration.
+var Factory = plugins.Typed(New)
 
 // Apply sets the Authorization header.
 func (p *Plugin) Apply(_ context.Context, req *http.Request, _ []byte) error {

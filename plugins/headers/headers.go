@@ -6,8 +6,6 @@ import (
 	"context"
 	"net/http"
 
-	"gopkg.in/yaml.v3"
-
 	"github.com/webhookgw/gateway/config"
 	"github.com/webhookgw/gateway/plugins"
 )
@@ -42,14 +40,8 @@ func New(cfg Config) (*Plugin, error) {
 	return &Plugin{header: h}, nil
 }
 
-// Factory decodes a headers configuration.
-func Factory(node *yaml.Node) (plugins.Plugin, error) {
-	var cfg Config
-	if err := config.DecodeStrict(node, &cfg); err != nil {
-		return nil, err
-	}
-	return New(cfg)
-}
+// Factory makes the plugin from its configuration.
+var Factory = plugins.Typed(New)
 
 // Apply sets the headers, replacing any earlier value of each.
 func (p *Plugin) Apply(_ context.Context, req *http.Request, _ []byte) error {
