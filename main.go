@@ -9,6 +9,7 @@ package main
 import (
 	"context"
 	"crypto/rand"
+	_ "embed"
 	"encoding/hex"
 	"errors"
 	"flag"
@@ -18,6 +19,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"reflect"
 	"runtime/debug"
 	"syscall"
 
@@ -29,6 +31,12 @@ import (
 	"github.com/webhookgw/gateway/store"
 	"github.com/webhookgw/gateway/store/sqlite"
 )
+
+// defaultConfig is the shipped gateway.yaml, used when there is no file to read, so that
+// running without one behaves as running with it (GATEWAY_ADMIN_TOKEN and all).
+//
+//go:embed gateway.yaml
+var defaultConfig []byte
 
 const usage = `usage: gateway <command> [flags]
 
@@ -110,8 +118,8 @@ func serve(path string, explicit bool, stderr io.Writer) error {
 	plugins := builtin.Registry()
 	cfg, err := config.Load(path, plugins)
 	if !explicit && errors.Is(err, fs.ErrNotExist) {
-		log.Warn("no gateway.yaml here; running with the default configuration")
-		cfg, err = config.Parse(nil, os.LookupEnv, plugins)
+		log.Warn("no gateway.yaml here; running with the default configuration (the shipped gateway.yaml)")
+		cfg, err = config.Parse(defaultConfig, os.LookupEnv, plugins)
 	}
 	if err != nil {
 		return err
@@ -126,6 +134,10 @@ func serve(path string, explicit bool, stderr io.Writer) error {
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	// Caught from here on: SIGHUP's default action would end the process.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 
 	st, err := openStore(ctx, cfg.Store)
 	if err != nil {
@@ -139,16 +151,13 @@ func serve(path string, explicit bool, stderr io.Writer) error {
 		return errors.Join(err, st.Close())
 	}
 
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
 	go func() {
 		for {
 			select {
 			case <-ctx.Done():
 				return
 			case <-hup:
-				reload(ctx, gw, path, log)
+				reload(ctx, gw, cfg, path, explicit, log)
 			}
 		}
 	}()
@@ -158,14 +167,33 @@ func serve(path string, explicit bool, stderr io.Writer) error {
 	return errors.Join(err, st.Close())
 }
 
-// reload syncs the file's subscriptions again. Other changes to the file need a restart.
-func reload(ctx context.Context, gw *gateway.Gateway, path string, log *slog.Logger) {
-	cfg, err := config.Load(path, builtin.Registry())
+// reload syncs the file's subscriptions again, checked against the rules the gateway runs with
+// (events.types, security), which, like the rest of the file, change only at a restart.
+func reload(ctx context.Context, gw *gateway.Gateway, running *config.Config, path string, explicit bool, log *slog.Logger) {
+	if !explicit {
+		if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
+			log.Warn("SIGHUP: no gateway.yaml to reload", "config", path)
+			return
+		}
+	}
+	loaded, err := config.Load(path, builtin.Registry())
 	if err != nil {
 		log.Error("SIGHUP: configuration not reloaded", "config", path, "err", err.Error())
 		return
 	}
-	if _, err := gw.SyncSubscriptions(ctx, cfg); err != nil {
+	next := *running
+	next.Subscriptions = loaded.Subscriptions
+	if err := next.Validate(builtin.Registry()); err != nil {
+		log.Error("SIGHUP: subscriptions not reloaded: they break the rules the gateway runs with", "err", err.Error())
+		return
+	}
+	loaded.Subscriptions, loaded.Admin.Tokens = nil, nil
+	same := *running
+	same.Subscriptions, same.Admin.Tokens = nil, nil
+	if !reflect.DeepEqual(&same, loaded) {
+		log.Warn("SIGHUP: settings other than subscriptions changed; they apply at the next start")
+	}
+	if _, err := gw.SyncSubscriptions(ctx, &next); err != nil {
 		log.Error("SIGHUP: subscriptions not synced", "err", err)
 		return
 	}

@@ -243,6 +243,24 @@ func TestSIGHUPSyncsDeclaredSubscriptions(t *testing.T) {
 		t.Fatal("the sync removed an API subscription")
 	}
 
+	// New rules in the file apply at the next start: a subscription to a type only the new
+	// file accepts is not synced.
+	writeConfig(t, cfg, header+`events:
+  types: [transaction.state.updated, task.state.updated, brand.new]
+subscriptions:
+  - id: billing
+    url: https://billing.example.com/v2
+    headers: { X-Team: billing }
+  - id: newtype
+    url: https://new.example.com/hooks
+    events: [brand.new]
+`)
+	p.cmd.Process.Signal(syscall.SIGHUP)
+	waitFor(t, p, func() bool { return strings.Contains(p.output.String(), "rules the gateway runs with") })
+	if s, _ := p.request(testToken, "GET", "/v1/webhooks/newtype", ""); s != 404 {
+		t.Fatal("a subscription the running rules refuse was synced")
+	}
+
 	// A broken file changes nothing and is logged.
 	writeConfig(t, cfg, header+"subscriptions:\n  - id: ledger\n    url: http://insecure.example.com\n")
 	p.cmd.Process.Signal(syscall.SIGHUP)
@@ -348,8 +366,15 @@ func TestValidateVersionAndUsage(t *testing.T) {
 
 func TestServeWithoutConfigFileUsesDefaults(t *testing.T) {
 	dir := t.TempDir()
-	p := spawn(t, dir, freeAddr(t), []string{"GATEWAY_CONFIG="}, "serve")
+	p := spawn(t, dir, freeAddr(t), []string{"GATEWAY_CONFIG=", "GATEWAY_ADMIN_TOKEN=" + testToken}, "serve")
 	p.waitReady()
+	// The shipped gateway.yaml is what runs: GATEWAY_ADMIN_TOKEN is the admin token.
+	if s, _ := p.request(testToken, "GET", "/v1/webhooks", ""); s != 200 {
+		t.Fatalf("GATEWAY_ADMIN_TOKEN not honoured without a file: %d", s)
+	}
+	if strings.Contains(p.output.String(), "Authorization: Bearer") {
+		t.Errorf("a token was generated although GATEWAY_ADMIN_TOKEN is set:\n%s", p.output)
+	}
 	if code := p.stop(syscall.SIGTERM); code != 0 {
 		t.Fatalf("exit %d\n%s", code, p.output)
 	}

@@ -107,14 +107,14 @@ func expandNode(n *yaml.Node, path string, lookup func(string) (string, bool), p
 		}
 		if v != n.Value {
 			n.Value = v
-			switch {
-			case v == "":
+			if v == "" {
 				// An unset variable is an empty string, not YAML's null (which would keep the
 				// default in place): dsn: ${UNSET} must fail as dsn: "" does.
 				n.Tag = "!!str"
-			case n.Style == 0:
-				// Plain: let the expanded text say its type (a number, a bool).
-				n.Tag = ""
+			} else {
+				// Let the expanded text say its type, quoted or not, so that
+				// max_body_bytes: "${MAX}" is a number. A string field takes any scalar's text.
+				n.Tag, n.Style = "", 0
 			}
 		}
 	}

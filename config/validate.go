@@ -2,6 +2,7 @@ package config
 
 import (
 	"errors"
+	"maps"
 	"fmt"
 	"net"
 	"net/http"
@@ -136,8 +137,8 @@ func (c *Config) Validate(plugins PluginChecker) error {
 				ps.Add(fmt.Sprintf("%s.events[%d]", path, j), "%v", err)
 			}
 		}
-		for name, value := range s.Headers {
-			if err := CheckHeader(name, value); err != nil {
+		for _, name := range slices.Sorted(maps.Keys(s.Headers)) {
+			if err := CheckSubscriptionHeader(name, s.Headers[name]); err != nil {
 				ps.Add(path+".headers."+name, "%v", err)
 			}
 		}
@@ -261,6 +262,22 @@ func CheckHeader(name, value string) error {
 	}
 	if slices.Contains(reservedHeaders, http.CanonicalHeaderKey(name)) {
 		return fmt.Errorf("%s is set by the gateway and cannot be configured", http.CanonicalHeaderKey(name))
+	}
+	return nil
+}
+
+// credentialHeaders would be shown in clear by the API, so a subscription's headers cannot
+// carry them; the plugins (basic-auth, bearer, headers), whose configs are never shown, can.
+var credentialHeaders = []string{"Authorization", "Proxy-Authorization", "Cookie"}
+
+// CheckSubscriptionHeader is CheckHeader for a subscription's own headers, which the API shows:
+// credentials are refused there.
+func CheckSubscriptionHeader(name, value string) error {
+	if err := CheckHeader(name, value); err != nil {
+		return err
+	}
+	if slices.Contains(credentialHeaders, http.CanonicalHeaderKey(name)) {
+		return fmt.Errorf("%s would be shown by the API; use the basic-auth, bearer or headers plugin", http.CanonicalHeaderKey(name))
 	}
 	return nil
 }

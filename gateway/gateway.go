@@ -14,7 +14,6 @@ import (
 
 	"github.com/gofiber/fiber/v2"
 	"github.com/google/uuid"
-	"gopkg.in/yaml.v3"
 
 	"github.com/webhookgw/gateway/config"
 	"github.com/webhookgw/gateway/plugins"
@@ -150,11 +149,11 @@ func (g *Gateway) SyncSubscriptions(ctx context.Context, cfg *config.Config) (st
 			sub.Headers = s.Headers
 		}
 		for j, p := range s.Plugins {
-			raw, err := nodeToJSON(&p.Config)
+			text, err := nodeText(&p.Config)
 			if err != nil {
 				return store.SyncResult{}, fmt.Errorf("subscriptions[%d].plugins[%d].config: %w", i, j, err)
 			}
-			sub.Plugins = append(sub.Plugins, store.Plugin{Name: p.Name, Config: raw})
+			sub.Plugins = append(sub.Plugins, store.Plugin{Name: p.Name, Config: text})
 		}
 		subs = append(subs, sub)
 	}
@@ -164,30 +163,6 @@ func (g *Gateway) SyncSubscriptions(ctx context.Context, cfg *config.Config) (st
 	}
 	g.log.Info("subscriptions synced from the file", "created", res.Created, "updated", res.Updated, "deleted", res.Deleted)
 	return res, nil
-}
-
-// nodeToJSON turns a plugin's YAML config into the JSON the store keeps; an empty node is nil.
-func nodeToJSON(n *yaml.Node) (json.RawMessage, error) {
-	if n.Kind == 0 {
-		return nil, nil
-	}
-	var v any
-	if err := n.Decode(&v); err != nil {
-		return nil, err
-	}
-	return json.Marshal(v)
-}
-
-// jsonToNode turns a plugin's stored or posted JSON config into the node its factory decodes.
-func jsonToNode(raw json.RawMessage) (*yaml.Node, error) {
-	var n yaml.Node
-	if len(raw) == 0 {
-		return &n, nil
-	}
-	if err := yaml.Unmarshal(raw, &n); err != nil {
-		return nil, err
-	}
-	return &n, nil
 }
 
 func dedupe(in []string) []string {

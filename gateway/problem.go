@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"io"
 	"net/http"
 	"strings"
 
@@ -93,7 +94,7 @@ func decodeStrictJSON(body []byte, v any) error {
 	if err := dec.Decode(v); err != nil {
 		return jsonProblem(err)
 	}
-	if dec.More() {
+	if _, err := dec.Token(); err != io.EOF {
 		return newProblem(fiber.StatusBadRequest, "malformed JSON: more data after the object")
 	}
 	return nil

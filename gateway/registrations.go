@@ -138,7 +138,7 @@ func (g *Gateway) createRegistration(c *fiber.Ctx) error {
 	if err := g.store.CreateSubscription(c.UserContext(), sub); err != nil {
 		return err
 	}
-	c.Location(c.Path() + "/" + sub.ID)
+	c.Location(strings.TrimSuffix(c.Path(), "/") + "/" + sub.ID)
 	return c.Status(fiber.StatusCreated).JSON(g.registrationView(sub))
 }
 
@@ -165,6 +165,9 @@ func (g *Gateway) getRegistration(c *fiber.Ctx) error {
 // updateRegistration changes the fields the body has; "isActive" true reactivates (and clears
 // the error state), false deactivates.
 func (g *Gateway) updateRegistration(c *fiber.Ctx) error {
+	if err := g.refuseFileOwned(c); err != nil {
+		return err
+	}
 	var req registrationRequest
 	if err := decodeJSON(c, &req); err != nil {
 		return err
@@ -175,7 +178,7 @@ func (g *Gateway) updateRegistration(c *fiber.Ctx) error {
 		}
 		if req.IsActive != nil {
 			if *req.IsActive {
-				reactivate(sub)
+				store.Reactivate(sub)
 			} else {
 				deactivate(sub, g.now().UTC())
 			}

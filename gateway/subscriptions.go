@@ -75,6 +75,19 @@ func errFileOwned(id string) error {
 		"subscription %q is declared in gateway.yaml and can only be changed there", id))
 }
 
+// refuseFileOwned answers 409 before a change to a declared subscription is even read, so that
+// its caller learns the rule rather than what is wrong with a body that could not apply.
+func (g *Gateway) refuseFileOwned(c *fiber.Ctx) error {
+	sub, err := g.subscription(c)
+	if err != nil {
+		return err
+	}
+	if sub.Source == store.SourceFile {
+		return errFileOwned(sub.ID)
+	}
+	return nil
+}
+
 // updateOwned applies change to an API-owned subscription, answering 404 or 409 as fits.
 func (g *Gateway) updateOwned(c *fiber.Ctx, change func(*store.Subscription) error) (*store.Subscription, error) {
 	id := c.Params("id")
@@ -141,13 +154,13 @@ func (g *Gateway) checkPlugins(reqs []pluginRequest) ([]store.Plugin, []FieldErr
 			errs = append(errs, FieldError{Field: path + ".name", Message: "is required"})
 			continue
 		}
-		raw := p.Config
-		if string(raw) == "null" {
-			raw = nil
-		}
-		node, err := jsonToNode(raw)
+		node, err := jsonNode(p.Config)
+		var text string
 		if err == nil {
 			err = g.plugins.Check(p.Name, node)
+		}
+		if err == nil {
+			text, err = nodeText(node)
 		}
 		var ps config.Problems
 		switch {
@@ -158,7 +171,7 @@ func (g *Gateway) checkPlugins(reqs []pluginRequest) ([]store.Plugin, []FieldErr
 		case err != nil:
 			errs = append(errs, FieldError{Field: path, Message: err.Error()})
 		default:
-			out = append(out, store.Plugin{Name: p.Name, Config: raw})
+			out = append(out, store.Plugin{Name: p.Name, Config: text})
 		}
 	}
 	return out, errs
@@ -183,8 +196,3 @@ func (g *Gateway) checkURL(field, raw string) []FieldError {
 	return nil
 }
 
-// reactivate makes sub active again and clears its error state.
-func reactivate(sub *store.Subscription) {
-	sub.Active, sub.DeactivatedAt = true, nil
-	sub.InErrorState, sub.ErrorStateReason, sub.DetectedErrorStateAt = false, "", nil
-}

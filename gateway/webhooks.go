@@ -3,6 +3,9 @@ package gateway
 import (
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
@@ -83,11 +86,11 @@ func (g *Gateway) parseWebhook(c *fiber.Ctx) (*store.Subscription, error) {
 		sub.URL = *req.URL
 		errs = append(errs, g.checkURL("url", sub.URL)...)
 	}
-	sub.Events = req.Events
-	if len(sub.Events) == 0 {
-		sub.Events = g.cfg.Events.Default
+	// Events stays nil when the request names none: a new webhook then gets events.default,
+	// and a registration being replaced keeps receiving every type.
+	if len(req.Events) > 0 {
+		sub.Events = dedupe(req.Events)
 	}
-	sub.Events = dedupe(sub.Events)
 	for i, t := range sub.Events {
 		if err := g.cfg.Events.Check(t); err != nil {
 			errs = append(errs, FieldError{Field: fmt.Sprintf("events[%d]", i), Message: err.Error()})
@@ -96,8 +99,8 @@ func (g *Gateway) parseWebhook(c *fiber.Ctx) (*store.Subscription, error) {
 	if len(req.Headers) > 50 {
 		errs = append(errs, FieldError{Field: "headers", Message: "must have at most 50 headers"})
 	}
-	for name, value := range req.Headers {
-		if err := config.CheckHeader(name, value); err != nil {
+	for _, name := range slices.Sorted(maps.Keys(req.Headers)) {
+		if err := config.CheckSubscriptionHeader(name, req.Headers[name]); err != nil {
 			errs = append(errs, FieldError{Field: "headers." + name, Message: err.Error()})
 		}
 	}
@@ -121,10 +124,13 @@ func (g *Gateway) createWebhook(c *fiber.Ctx) error {
 	now := g.now().UTC()
 	sub.ID, sub.Kind, sub.Source, sub.Active = g.newID(), store.KindWebhook, store.SourceAPI, true
 	sub.CreatedAt, sub.UpdatedAt = now, now
+	if sub.Events == nil {
+		sub.Events = g.cfg.Events.Default
+	}
 	if err := g.store.CreateSubscription(c.UserContext(), sub); err != nil {
 		return err
 	}
-	c.Location(c.Path() + "/" + sub.ID)
+	c.Location(strings.TrimSuffix(c.Path(), "/") + "/" + sub.ID)
 	return c.Status(fiber.StatusCreated).JSON(g.webhookView(sub))
 }
 
@@ -148,13 +154,23 @@ func (g *Gateway) getWebhook(c *fiber.Ctx) error {
 	return c.JSON(g.webhookView(sub))
 }
 
-// replaceWebhook replaces the target, events, headers and plugins; the state is kept.
+// replaceWebhook replaces the target, events, headers and plugins; the state is kept. Without
+// events, a webhook gets events.default and a registration keeps every type.
 func (g *Gateway) replaceWebhook(c *fiber.Ctx) error {
+	if err := g.refuseFileOwned(c); err != nil {
+		return err
+	}
 	want, err := g.parseWebhook(c)
 	if err != nil {
 		return err
 	}
 	sub, err := g.updateOwned(c, func(sub *store.Subscription) error {
+		if want.Events == nil {
+			want.Events = g.cfg.Events.Default
+			if slices.Equal(sub.Events, []string{store.AllEvents}) {
+				want.Events = sub.Events
+			}
+		}
 		store.CopyDeclaration(sub, want)
 		return nil
 	})
@@ -164,19 +180,16 @@ func (g *Gateway) replaceWebhook(c *fiber.Ctx) error {
 	return c.JSON(g.webhookView(sub))
 }
 
+// deleteWebhook removes the subscription, a registration too (dialect 2's DELETE keeps it).
 func (g *Gateway) deleteWebhook(c *fiber.Ctx) error {
-	sub, err := g.subscription(c)
-	if err != nil {
-		return err
-	}
-	if sub.Source == store.SourceFile {
-		return errFileOwned(sub.ID)
-	}
-	err = g.store.DeleteSubscription(c.UserContext(), sub.ID)
-	if errors.Is(err, store.ErrNotFound) {
-		return notFound(sub.ID)
-	}
-	if err != nil {
+	id := c.Params("id")
+	err := g.store.DeleteSubscription(c.UserContext(), id)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return notFound(id)
+	case errors.Is(err, store.ErrOwnedByFile):
+		return errFileOwned(id)
+	case err != nil:
 		return err
 	}
 	return c.SendStatus(fiber.StatusNoContent)

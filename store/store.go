@@ -4,9 +4,7 @@
 package store
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"maps"
 	"slices"
@@ -22,6 +20,9 @@ var (
 	// ErrOwnedByAPI means a file sync named the id of a subscription created through the API,
 	// which the sync must never touch.
 	ErrOwnedByAPI = errors.New("store: subscription is owned by the API")
+	// ErrOwnedByFile means the API asked to delete a subscription that gateway.yaml declares,
+	// which only the file's sync may remove.
+	ErrOwnedByFile = errors.New("store: subscription is declared in the file")
 )
 
 // Source says who owns a subscription.
@@ -71,15 +72,17 @@ type Subscription struct {
 	InErrorState         bool
 	ErrorStateReason     string
 	DetectedErrorStateAt *time.Time
+	// ConsecutiveFailures counts failed attempts since the last success.
+	ConsecutiveFailures int
 
 	CreatedAt time.Time
 	UpdatedAt time.Time
 }
 
-// Plugin is a plugin's name and its configuration as JSON.
+// Plugin is a plugin's name and its configuration as YAML text, the form its factory decodes.
 type Plugin struct {
-	Name   string          `json:"name"`
-	Config json.RawMessage `json:"config,omitempty"`
+	Name   string `json:"name"`
+	Config string `json:"config,omitempty"`
 }
 
 // ListOptions pages through a list ordered by creation time.
@@ -109,13 +112,47 @@ type Store interface {
 	// change aborts the update and is returned as it is. The ID, Source and CreatedAt cannot
 	// be changed.
 	UpdateSubscription(ctx context.Context, id string, change func(*Subscription) error) (*Subscription, error)
-	// DeleteSubscription removes the subscription with id, or returns ErrNotFound.
+	// DeleteSubscription removes the API-owned subscription with id and fails its pending
+	// deliveries. It returns ErrNotFound, or ErrOwnedByFile for a declared one (left as it is).
 	DeleteSubscription(ctx context.Context, id string) error
 	// SyncFileSubscriptions makes the file-owned subscriptions match subs, in one transaction:
 	// each is created, or updated in URL, Events, Headers and Plugins (its state is kept);
 	// file-owned ones not in subs are deleted. API-owned subscriptions are never touched: an
 	// id in subs that one has fails the whole sync with ErrOwnedByAPI.
 	SyncFileSubscriptions(ctx context.Context, subs []*Subscription, now time.Time) (SyncResult, error)
+
+	// IngestEvents stores events in one transaction and, for each one whose id is new, a
+	// pending delivery due at once (at its ReceivedAt) for every active subscription whose
+	// events match its type. newID makes delivery ids. An id seen before, in the store or
+	// earlier in events, is a duplicate: nothing is stored for it. Results follow events.
+	IngestEvents(ctx context.Context, events []*Event, newID func() string) ([]IngestResult, error)
+	// ClaimDeliveries leases due pending deliveries of active subscriptions, the longest due
+	// first, and returns them with their events and subscriptions.
+	ClaimDeliveries(ctx context.Context, opts ClaimOptions) ([]*Claim, error)
+	// CompleteDeliveries records outcomes in one transaction: their attempts, each delivery's
+	// new status (which ends its lease), and each subscription's state through ApplyOutcome.
+	CompleteDeliveries(ctx context.Context, outcomes []*Outcome, policy ErrorPolicy, now time.Time) error
+	// ReleaseDeliveries ends the leases of claimed deliveries that were not attempted, so they
+	// can be claimed again at once.
+	ReleaseDeliveries(ctx context.Context, ids []string) error
+	// RecoverLeases, at start, releases the leases of processes that no longer run. A backend
+	// that one process owns (SQLite) releases them all; a shared one lets them expire.
+	RecoverLeases(ctx context.Context) error
+	// NextDue returns when the earliest pending delivery is due; false when none is pending.
+	NextDue(ctx context.Context) (time.Time, bool, error)
+	// GetEvent returns an event and its deliveries, or ErrNotFound.
+	GetEvent(ctx context.Context, id string) (*Event, []*Delivery, error)
+	// GetDelivery returns a delivery and its attempts, oldest first, or ErrNotFound.
+	GetDelivery(ctx context.Context, id string) (*Delivery, []Attempt, error)
+	// ListDeliveries returns a subscription's deliveries, newest first, with status if it is
+	// not empty. opts.After names the last delivery of the previous page.
+	ListDeliveries(ctx context.Context, subscriptionID string, status DeliveryStatus, opts ListOptions) ([]*Delivery, error)
+	// RetryDelivery makes a delivery pending and due at now, whatever its status.
+	RetryDelivery(ctx context.Context, id string, now time.Time) (*Delivery, error)
+	// Prune deletes finished deliveries (and their attempts) that finished before cutoff,
+	// then events received before cutoff that have no delivery left. It returns how many
+	// deliveries it deleted.
+	Prune(ctx context.Context, cutoff time.Time) (int, error)
 
 	// Ping reports whether the store can be reached.
 	Ping(ctx context.Context) error
@@ -130,7 +167,7 @@ func SameDeclaration(a, b *Subscription) bool {
 		slices.Equal(a.Events, b.Events) &&
 		maps.Equal(a.Headers, b.Headers) &&
 		slices.EqualFunc(a.Plugins, b.Plugins, func(x, y Plugin) bool {
-			return x.Name == y.Name && bytes.Equal(x.Config, y.Config)
+			return x == y
 		})
 }
 

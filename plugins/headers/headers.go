@@ -4,6 +4,8 @@ package headers
 
 import (
 	"context"
+	"maps"
+	"slices"
 	"net/http"
 
 	"github.com/webhookgw/gateway/config"
@@ -27,12 +29,12 @@ var _ plugins.Plugin = (*Plugin)(nil)
 func New(cfg Config) (*Plugin, error) {
 	var ps config.Problems
 	h := make(http.Header, len(cfg))
-	for name, value := range cfg {
-		if err := config.CheckHeader(name, value); err != nil {
+	for _, name := range slices.Sorted(maps.Keys(cfg)) {
+		if err := config.CheckHeader(name, cfg[name]); err != nil {
 			ps.Add(name, "%v", err)
 			continue
 		}
-		h.Set(name, value)
+		h.Set(name, cfg[name])
 	}
 	if len(ps) > 0 {
 		return nil, ps

@@ -50,6 +50,9 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 	if path == "" {
 		return nil, errors.New("sqlite: empty path")
 	}
+	if path == ":memory:" || strings.Contains(path, "mode=memory") || strings.HasPrefix(path, "file:") {
+		return nil, fmt.Errorf("sqlite: %q: give a file path; an in-memory database is not shared between the gateway's connections", path)
+	}
 	sync := strings.ToUpper(opts.Synchronous)
 	if sync == "" {
 		sync = "NORMAL"
@@ -96,8 +99,8 @@ func (s *Store) Close() error {
 
 // Ping reports whether the database file can be read.
 func (s *Store) Ping(ctx context.Context) error {
-	var one int
-	return s.read.QueryRowContext(ctx, "SELECT 1").Scan(&one)
+	var version int
+	return s.read.QueryRowContext(ctx, "SELECT MAX(version) FROM schema_migrations").Scan(&version)
 }
 
 // migrate applies, in order and each in its own transaction, every embedded migration newer
@@ -162,7 +165,10 @@ func (s *Store) inTx(ctx context.Context, fn func(*sql.Tx) error) error {
 
 const subscriptionColumns = `id, kind, source, url, events, headers, plugins, request_id, source_sender_id,
 	username, password, active, deactivated_at, in_error_state, error_state_reason,
-	detected_error_state_at, created_at, updated_at`
+	detected_error_state_at, consecutive_failures, created_at, updated_at`
+
+var insertSubscription = "INSERT INTO subscriptions (" + subscriptionColumns + ") VALUES (" +
+	placeholders(strings.Count(subscriptionColumns, ",")+1) + ")"
 
 // CreateSubscription stores sub.
 func (s *Store) CreateSubscription(ctx context.Context, sub *store.Subscription) error {
@@ -170,8 +176,7 @@ func (s *Store) CreateSubscription(ctx context.Context, sub *store.Subscription)
 	if err != nil {
 		return err
 	}
-	_, err = s.write.ExecContext(ctx, "INSERT INTO subscriptions ("+subscriptionColumns+
-		") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", args...)
+	_, err = s.write.ExecContext(ctx, insertSubscription, args...)
 	if err != nil && strings.Contains(err.Error(), "UNIQUE constraint failed") {
 		return fmt.Errorf("subscription %q: %w", sub.ID, store.ErrExists)
 	}
@@ -264,21 +269,29 @@ func updateSubscription(ctx context.Context, tx *sql.Tx, sub *store.Subscription
 	_, err = tx.ExecContext(ctx, `UPDATE subscriptions SET kind = ?, source = ?, url = ?, events = ?,
 		headers = ?, plugins = ?, request_id = ?, source_sender_id = ?, username = ?, password = ?,
 		active = ?, deactivated_at = ?, in_error_state = ?, error_state_reason = ?,
-		detected_error_state_at = ?, created_at = ?, updated_at = ? WHERE id = ?`,
+		detected_error_state_at = ?, consecutive_failures = ?, created_at = ?, updated_at = ? WHERE id = ?`,
 		append(args[1:], args[0])...)
 	return err
 }
 
-// DeleteSubscription removes the subscription with id.
+// DeleteSubscription removes the subscription with id and fails its pending deliveries.
 func (s *Store) DeleteSubscription(ctx context.Context, id string) error {
-	res, err := s.write.ExecContext(ctx, "DELETE FROM subscriptions WHERE id = ?", id)
-	if err != nil {
-		return err
-	}
-	if n, _ := res.RowsAffected(); n == 0 {
-		return fmt.Errorf("subscription %q: %w", id, store.ErrNotFound)
-	}
-	return nil
+	return s.inTx(ctx, func(tx *sql.Tx) error {
+		var source string
+		err := tx.QueryRowContext(ctx, "SELECT source FROM subscriptions WHERE id = ?", id).Scan(&source)
+		switch {
+		case errors.Is(err, sql.ErrNoRows):
+			return fmt.Errorf("subscription %q: %w", id, store.ErrNotFound)
+		case err != nil:
+			return err
+		case store.Source(source) != store.SourceAPI:
+			return fmt.Errorf("subscription %q: %w", id, store.ErrOwnedByFile)
+		}
+		if _, err := tx.ExecContext(ctx, "DELETE FROM subscriptions WHERE id = ?", id); err != nil {
+			return err
+		}
+		return failPending(ctx, tx, "subscription_id = ?", id, "subscription deleted")
+	})
 }
 
 // SyncFileSubscriptions makes the file-owned subscriptions match subs.
@@ -299,8 +312,7 @@ func (s *Store) SyncFileSubscriptions(ctx context.Context, subs []*store.Subscri
 				if err != nil {
 					return err
 				}
-				if _, err := tx.ExecContext(ctx, "INSERT INTO subscriptions ("+subscriptionColumns+
-					") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", args...); err != nil {
+				if _, err := tx.ExecContext(ctx, insertSubscription, args...); err != nil {
 					return err
 				}
 				res.Created++
@@ -340,6 +352,9 @@ func (s *Store) SyncFileSubscriptions(ctx context.Context, subs []*store.Subscri
 			if _, err := tx.ExecContext(ctx, "DELETE FROM subscriptions WHERE id = ?", id); err != nil {
 				return err
 			}
+			if err := failPending(ctx, tx, "subscription_id = ?", id, "subscription removed from the file"); err != nil {
+				return err
+			}
 			res.Deleted++
 		}
 		return nil
@@ -372,7 +387,7 @@ func subscriptionArgs(sub *store.Subscription) ([]any, error) {
 	return []any{
 		sub.ID, string(sub.Kind), string(sub.Source), sub.URL, string(events), headers, string(pluginsJSON),
 		sub.RequestID, sub.SourceSenderID, sub.Username, sub.Password, sub.Active, nanos(sub.DeactivatedAt),
-		sub.InErrorState, sub.ErrorStateReason, nanos(sub.DetectedErrorStateAt),
+		sub.InErrorState, sub.ErrorStateReason, nanos(sub.DetectedErrorStateAt), sub.ConsecutiveFailures,
 		sub.CreatedAt.UnixNano(), sub.UpdatedAt.UnixNano(),
 	}, nil
 }
@@ -389,7 +404,7 @@ func scanSubscription(row scanner) (*store.Subscription, error) {
 	)
 	err := row.Scan(&sub.ID, &kind, &source, &sub.URL, &events, &headers, &plugins, &sub.RequestID,
 		&sub.SourceSenderID, &sub.Username, &sub.Password, &sub.Active, &deactivatedAt, &sub.InErrorState,
-		&sub.ErrorStateReason, &detectedErrorAt, &createdAt, &updatedAt)
+		&sub.ErrorStateReason, &detectedErrorAt, &sub.ConsecutiveFailures, &createdAt, &updatedAt)
 	if err != nil {
 		return nil, err
 	}

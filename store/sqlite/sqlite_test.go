@@ -50,3 +50,12 @@ func TestOpenRefusesBadSynchronous(t *testing.T) {
 		t.Fatal("synchronous=off accepted")
 	}
 }
+
+func TestOpenRefusesInMemory(t *testing.T) {
+	for _, dsn := range []string{":memory:", "file::memory:?cache=shared", "file:x.db?mode=memory"} {
+		if s, err := sqlite.Open(context.Background(), dsn, sqlite.Options{}); err == nil {
+			s.Close()
+			t.Errorf("%q accepted", dsn)
+		}
+	}
+}

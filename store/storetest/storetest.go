@@ -62,7 +62,7 @@ func sample(id string, created time.Time) *store.Subscription {
 		URL:     "https://example.com/hooks/" + id,
 		Events:  []string{"transaction.state.updated"},
 		Headers: map[string]string{"X-Team": "billing"},
-		Plugins: []store.Plugin{{Name: "bearer", Config: json.RawMessage(`{"token":"t"}`)}},
+		Plugins: []store.Plugin{{Name: "bearer", Config: "token: t\n"}},
 		Active:  true,
 		// Times come back in UTC with nanosecond precision.
 		CreatedAt: created,

@@ -1,0 +1,156 @@
+package store
+
+import (
+	"time"
+)
+
+// Event is a producer's event as stored: its exact bytes and what the gateway read from them.
+type Event struct {
+	ID   string
+	Type string
+	// Payload is the exact body delivered: the producer's bytes, with id and created added
+	// when the producer left them out.
+	Payload []byte
+	// TraceParent is the producer's W3C traceparent, so that deliveries join its trace.
+	TraceParent string
+	// Deliveries is how many deliveries the event fanned out to when it was stored.
+	Deliveries int
+	ReceivedAt time.Time
+}
+
+// IngestResult says what storing one event did.
+type IngestResult struct {
+	ID         string
+	Type       string
+	Deliveries int
+	// Duplicate means an event with this id was already stored; nothing was stored or
+	// scheduled again, and Type and Deliveries are the first event's.
+	Duplicate bool
+}
+
+// DeliveryStatus is where a delivery stands.
+type DeliveryStatus string
+
+const (
+	// Pending deliveries have an attempt to come, at NextAttemptAt.
+	Pending DeliveryStatus = "pending"
+	// Succeeded deliveries got a 2xx.
+	Succeeded DeliveryStatus = "succeeded"
+	// Failed deliveries ran out of retries (or their subscription went away); the API can
+	// retry them.
+	Failed DeliveryStatus = "failed"
+)
+
+// Delivery is one event on its way to one subscription. Its ID is the webhook-id header.
+type Delivery struct {
+	ID             string
+	EventID        string
+	EventType      string
+	SubscriptionID string
+	Status         DeliveryStatus
+	// Attempts counts HTTP attempts, quick retries included.
+	Attempts int
+	// Step counts the durable retries used, an index into delivery.schedule.
+	Step           int
+	NextAttemptAt  *time.Time
+	LastStatusCode int
+	LastError      string
+	CreatedAt      time.Time
+	UpdatedAt      time.Time
+	FinishedAt     *time.Time
+}
+
+// Attempt is one HTTP attempt of a delivery.
+type Attempt struct {
+	At       time.Time
+	Duration time.Duration
+	// StatusCode is the response's status, or 0 when there was none (Error says why).
+	StatusCode int
+	Error      string
+	// ResponseBody is the first 1 KiB of the response body.
+	ResponseBody []byte
+	TraceID      string
+}
+
+// Claim is a due delivery leased to one dispatcher, with what it needs to make the attempt.
+type Claim struct {
+	Delivery     *Delivery
+	Event        *Event
+	Subscription *Subscription
+}
+
+// ClaimOptions say which due deliveries to lease.
+type ClaimOptions struct {
+	// Now is the time deliveries must be due by.
+	Now time.Time
+	// LeaseUntil is when the lease ends; an unfinished delivery is claimable again after it.
+	LeaseUntil time.Time
+	// Limit is the most deliveries claimed.
+	Limit int
+	// Skip names subscriptions whose deliveries are not claimed now (they have as many
+	// attempts in flight as they may).
+	Skip []string
+}
+
+// Outcome is what a round of attempts at a delivery came to.
+type Outcome struct {
+	DeliveryID     string
+	SubscriptionID string
+	Attempts       []Attempt
+	Succeeded      bool
+	// NextAttemptAt, when not nil on a failure, schedules a durable retry; nil fails the
+	// delivery for good.
+	NextAttemptAt *time.Time
+	// Gone means the target answered 410: the subscription is deactivated at once.
+	Gone bool
+	// Reason is the error state reason a failure gives, such as "HTTP 500 from target".
+	Reason string
+}
+
+// ErrorPolicy is delivery.error_state_after and delivery.disable_after.
+type ErrorPolicy struct {
+	ErrorStateAfter int
+	DisableAfter    time.Duration
+}
+
+// ApplyOutcome updates sub's state for an outcome at now, as every backend must: a success
+// clears the error state; each failed attempt counts, and ErrorStateAfter consecutive ones put
+// the subscription in error state; still failing DisableAfter later, or on a 410, it is
+// deactivated. It reports whether sub changed.
+func ApplyOutcome(sub *Subscription, o *Outcome, policy ErrorPolicy, now time.Time) bool {
+	before := *sub
+	if o.Succeeded {
+		sub.ConsecutiveFailures = 0
+		sub.InErrorState, sub.ErrorStateReason, sub.DetectedErrorStateAt = false, "", nil
+		return before.ConsecutiveFailures != 0 || before.InErrorState
+	}
+	failed := 0
+	for _, a := range o.Attempts {
+		if a.StatusCode < 200 || a.StatusCode > 299 {
+			failed++
+		}
+	}
+	sub.ConsecutiveFailures += failed
+	if !sub.InErrorState && sub.ConsecutiveFailures >= policy.ErrorStateAfter {
+		sub.InErrorState, sub.ErrorStateReason = true, o.Reason
+		at := now
+		sub.DetectedErrorStateAt = &at
+	} else if sub.InErrorState && o.Reason != "" {
+		sub.ErrorStateReason = o.Reason
+	}
+	disable := o.Gone ||
+		(sub.InErrorState && sub.DetectedErrorStateAt != nil && now.Sub(*sub.DetectedErrorStateAt) >= policy.DisableAfter)
+	if disable && sub.Active {
+		sub.Active = false
+		at := now
+		sub.DeactivatedAt = &at
+	}
+	return true
+}
+
+// Reactivate makes sub active again with a clean slate: no error state, no failures counted.
+func Reactivate(sub *Subscription) {
+	sub.Active, sub.DeactivatedAt = true, nil
+	sub.InErrorState, sub.ErrorStateReason, sub.DetectedErrorStateAt = false, "", nil
+	sub.ConsecutiveFailures = 0
+}
