@@ -2,8 +2,8 @@ package config
 
 import (
 	"errors"
-	"maps"
 	"fmt"
+	"maps"
 	"net"
 	"net/http"
 	"net/netip"

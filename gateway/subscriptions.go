@@ -195,4 +195,3 @@ func (g *Gateway) checkURL(field, raw string) []FieldError {
 	}
 	return nil
 }
-

@@ -5,8 +5,8 @@ package headers
 import (
 	"context"
 	"maps"
-	"slices"
 	"net/http"
+	"slices"
 
 	"github.com/webhookgw/gateway/config"
 	"github.com/webhookgw/gateway/plugins"
