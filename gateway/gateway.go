@@ -4,12 +4,14 @@
 package gateway
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
+	"sync"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
@@ -36,8 +38,17 @@ type Options struct {
 	Logger *slog.Logger
 	// Now defaults to time.Now; tests pin it.
 	Now func() time.Time
-	// NewID makes subscription ids; it defaults to random UUIDs.
+	// NewID makes subscription, event and delivery ids; it defaults to random UUIDs.
 	NewID func() string
+
+	// Workers bounds the delivery rounds in flight (default 64), PerSubscription those of one
+	// subscription (default 8).
+	Workers, PerSubscription int
+	// PollInterval is the longest the dispatcher sleeps without looking for due deliveries
+	// (default 1s). Commits wake it at once; tests that move Now shorten it.
+	PollInterval time.Duration
+	// QuickRetryWait is the first wait between quick retries, doubled for each (default 1s).
+	QuickRetryWait time.Duration
 }
 
 // Gateway serves the gateway's HTTP API.
@@ -50,6 +61,10 @@ type Gateway struct {
 	newID   func() string
 	admin   *tokenSet
 	app     *fiber.App
+
+	ingestTokens *tokenSet // nil: no token needed
+	ingestBatch  *batcher[[]*store.Event, []store.IngestResult]
+	dispatch     *dispatcher
 }
 
 // New returns a Gateway for opts. It refuses a configuration without admin tokens: the
@@ -79,6 +94,31 @@ func New(opts Options) (*Gateway, error) {
 	if g.newID == nil {
 		g.newID = func() string { return uuid.NewString() }
 	}
+	if len(opts.Config.Ingest.Tokens) > 0 {
+		g.ingestTokens = newTokenSet(opts.Config.Ingest.Tokens)
+	}
+	opts.Workers = cmp.Or(opts.Workers, 64)
+	opts.PerSubscription = cmp.Or(opts.PerSubscription, 8)
+	opts.PollInterval = cmp.Or(opts.PollInterval, time.Second)
+	opts.QuickRetryWait = cmp.Or(opts.QuickRetryWait, time.Second)
+	deliverer := newDeliverer(opts.Config.Delivery, opts.Plugins, g.now, opts.QuickRetryWait)
+	g.dispatch = newDispatcher(opts.Store, deliverer, opts.Config.Delivery, g.now, g.log, opts)
+	g.ingestBatch = newBatcher(4096, func(evs []*store.Event) int { return len(evs) },
+		func(ctx context.Context, reqs [][]*store.Event) ([][]store.IngestResult, error) {
+			var all []*store.Event
+			for _, evs := range reqs {
+				all = append(all, evs...)
+			}
+			results, err := g.store.IngestEvents(ctx, all, g.newID)
+			if err != nil {
+				return nil, err
+			}
+			out := make([][]store.IngestResult, len(reqs))
+			for i, evs := range reqs {
+				out[i], results = results[:len(evs)], results[len(evs):]
+			}
+			return out, nil
+		})
 	g.app = fiber.New(fiber.Config{
 		AppName:               "webhook-gateway",
 		DisableStartupMessage: true,
@@ -109,30 +149,83 @@ func (g *Gateway) Run(ctx context.Context) error {
 // ShutdownTimeout bounds how long Serve waits for requests in flight once its context ends.
 const ShutdownTimeout = 10 * time.Second
 
-// Serve serves on ln until ctx ends, then stops accepting and waits up to ShutdownTimeout for
-// requests in flight. It returns nil after a clean shutdown.
+// Serve serves on ln and delivers until ctx ends. Then it shuts down in stages: it stops
+// accepting and waits up to ShutdownTimeout for requests in flight (their events are committed),
+// stops claiming deliveries and lets rounds in flight finish (cancelling and releasing them
+// after delivery.timeout), and records their outcomes. It returns nil after a clean shutdown.
 func (g *Gateway) Serve(ctx context.Context, ln net.Listener) error {
+	if err := g.store.RecoverLeases(context.WithoutCancel(ctx)); err != nil {
+		ln.Close()
+		return fmt.Errorf("gateway: recover leases: %w", err)
+	}
+	batchCtx, stopBatches := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopBatches()
+	var batches sync.WaitGroup
+	batches.Go(func() { g.ingestBatch.run(batchCtx) })
+	batches.Go(func() { g.dispatch.outcomes.run(batchCtx) })
+	runCtx, stopRun := context.WithCancel(ctx) // ends with ctx, or when serving fails
+	defer stopRun()
+	dispatched := make(chan struct{})
+	go func() { g.dispatch.run(runCtx); close(dispatched) }()
+	go g.prune(runCtx)
+
 	g.log.Info("listening", "addr", ln.Addr().String(), "version", Version)
 	served := make(chan error, 1)
 	go func() { served <- g.app.Listener(ln) }()
+	var serveErr error
 	select {
-	case err := <-served:
-		return fmt.Errorf("gateway: serve: %w", err)
+	case serveErr = <-served:
+		serveErr = fmt.Errorf("gateway: serve: %w", serveErr)
+		served = nil
 	case <-ctx.Done():
 	}
+	err := g.shutdownHTTP(ctx, ln, served)
+	stopRun()
+	<-dispatched
+	stopBatches()
+	batches.Wait()
+	return errors.Join(serveErr, err)
+}
+
+// shutdownHTTP stops accepting and waits for the requests in flight, and for the listener's
+// goroutine to report on served (nil when it already has).
+func (g *Gateway) shutdownHTTP(ctx context.Context, ln net.Listener, served chan error) error {
 	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), ShutdownTimeout)
 	defer cancel()
 	err := g.app.ShutdownWithContext(shutdownCtx)
 	// fasthttp closes only a listener its Serve has already registered: a shutdown that comes
 	// first would leave Serve blocked in Accept for good. Closing it here ends Serve either way.
 	ln.Close()
-	if serveErr := <-served; serveErr != nil && err == nil {
-		err = serveErr
+	if served != nil { // nil when Serve has already returned
+		if serveErr := <-served; serveErr != nil && err == nil {
+			err = serveErr
+		}
 	}
 	if err != nil {
 		return fmt.Errorf("gateway: shutdown: %w", err)
 	}
 	return nil
+}
+
+// prune deletes finished deliveries older than store.retention, hourly and once at start.
+func (g *Gateway) prune(ctx context.Context) {
+	if g.cfg.Store.Retention <= 0 {
+		return
+	}
+	for {
+		n, err := g.store.Prune(ctx, g.now().Add(-g.cfg.Store.Retention))
+		switch {
+		case err != nil && ctx.Err() == nil:
+			g.log.Error("pruning finished deliveries", "err", err)
+		case n > 0:
+			g.log.Info("pruned finished deliveries", "deliveries", n, "retention", g.cfg.Store.Retention.String())
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Hour):
+		}
+	}
 }
 
 // SyncSubscriptions makes the store's file-owned subscriptions match cfg.Subscriptions.

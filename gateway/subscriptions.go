@@ -28,7 +28,13 @@ func (g *Gateway) routes() {
 		app.Get(prefix+"/:id", admin, g.getWebhook)
 		app.Put(prefix+"/:id", admin, g.replaceWebhook)
 		app.Delete(prefix+"/:id", admin, g.deleteWebhook)
+		app.Get(prefix+"/:id/deliveries", admin, g.listDeliveries)
+		app.Post(prefix+"/:id/reactivate", admin, g.reactivateWebhook)
 	}
+	app.Post("/v1/events", g.ingest) // ingest tokens, not admin ones
+	app.Get("/v1/events/:id", admin, g.getEvent)
+	app.Get("/v1/deliveries/:id", admin, g.getDelivery)
+	app.Post("/v1/deliveries/:id/retry", admin, g.retryDelivery)
 	const registrations = "/api/WebhookRegistrations"
 	app.Post(registrations, admin, g.createRegistration)
 	app.Get(registrations, admin, g.listRegistrations)

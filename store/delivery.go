@@ -124,28 +124,25 @@ func ApplyOutcome(sub *Subscription, o *Outcome, policy ErrorPolicy, now time.Ti
 		sub.InErrorState, sub.ErrorStateReason, sub.DetectedErrorStateAt = false, "", nil
 		return before.ConsecutiveFailures != 0 || before.InErrorState
 	}
-	failed := 0
 	for _, a := range o.Attempts {
 		if a.StatusCode < 200 || a.StatusCode > 299 {
-			failed++
+			sub.ConsecutiveFailures++
 		}
 	}
-	sub.ConsecutiveFailures += failed
-	if !sub.InErrorState && sub.ConsecutiveFailures >= policy.ErrorStateAfter {
-		sub.InErrorState, sub.ErrorStateReason = true, o.Reason
+	switch {
+	case !sub.InErrorState && sub.ConsecutiveFailures >= policy.ErrorStateAfter:
 		at := now
-		sub.DetectedErrorStateAt = &at
-	} else if sub.InErrorState && o.Reason != "" {
+		sub.InErrorState, sub.ErrorStateReason, sub.DetectedErrorStateAt = true, o.Reason, &at
+	case sub.InErrorState && o.Reason != "":
 		sub.ErrorStateReason = o.Reason
 	}
-	disable := o.Gone ||
-		(sub.InErrorState && sub.DetectedErrorStateAt != nil && now.Sub(*sub.DetectedErrorStateAt) >= policy.DisableAfter)
-	if disable && sub.Active {
-		sub.Active = false
+	stillFailing := sub.InErrorState && sub.DetectedErrorStateAt != nil && now.Sub(*sub.DetectedErrorStateAt) >= policy.DisableAfter
+	if sub.Active && (o.Gone || stillFailing) {
 		at := now
-		sub.DeactivatedAt = &at
+		sub.Active, sub.DeactivatedAt = false, &at
 	}
-	return true
+	return sub.ConsecutiveFailures != before.ConsecutiveFailures || sub.InErrorState != before.InErrorState ||
+		sub.ErrorStateReason != before.ErrorStateReason || sub.Active != before.Active
 }
 
 // Reactivate makes sub active again with a clean slate: no error state, no failures counted.

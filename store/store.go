@@ -131,6 +131,8 @@ type Store interface {
 	ClaimDeliveries(ctx context.Context, opts ClaimOptions) ([]*Claim, error)
 	// CompleteDeliveries records outcomes in one transaction: their attempts, each delivery's
 	// new status (which ends its lease), and each subscription's state through ApplyOutcome.
+	// A delivery that is no longer pending (its subscription was deleted meanwhile) keeps its
+	// status; its attempts are still recorded.
 	CompleteDeliveries(ctx context.Context, outcomes []*Outcome, policy ErrorPolicy, now time.Time) error
 	// ReleaseDeliveries ends the leases of claimed deliveries that were not attempted, so they
 	// can be claimed again at once.
@@ -138,7 +140,8 @@ type Store interface {
 	// RecoverLeases, at start, releases the leases of processes that no longer run. A backend
 	// that one process owns (SQLite) releases them all; a shared one lets them expire.
 	RecoverLeases(ctx context.Context) error
-	// NextDue returns when the earliest pending delivery is due; false when none is pending.
+	// NextDue returns when the earliest pending delivery that is not leased is due; false when
+	// there is none.
 	NextDue(ctx context.Context) (time.Time, bool, error)
 	// GetEvent returns an event and its deliveries, or ErrNotFound.
 	GetEvent(ctx context.Context, id string) (*Event, []*Delivery, error)

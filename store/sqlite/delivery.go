@@ -239,7 +239,7 @@ func (s *Store) CompleteDeliveries(ctx context.Context, outcomes []*store.Outcom
 			}
 			if _, err := tx.ExecContext(ctx, `UPDATE deliveries SET status = ?, attempts = attempts + ?, step = step + ?,
 				next_attempt_at = ?, lease_until = 0, last_status_code = ?, last_error = ?, updated_at = ?, finished_at = ?
-				WHERE id = ?`, status, len(o.Attempts), step, next, last.StatusCode, last.Error, at, finished, o.DeliveryID); err != nil {
+				WHERE id = ? AND status = 'pending'`, status, len(o.Attempts), step, next, last.StatusCode, last.Error, at, finished, o.DeliveryID); err != nil {
 				return err
 			}
 
@@ -293,7 +293,8 @@ func (s *Store) RecoverLeases(ctx context.Context) error {
 // NextDue returns when the earliest pending delivery is due.
 func (s *Store) NextDue(ctx context.Context) (time.Time, bool, error) {
 	var next sql.NullInt64
-	err := s.read.QueryRowContext(ctx, "SELECT MIN(next_attempt_at) FROM deliveries WHERE status = 'pending'").Scan(&next)
+	// Leased deliveries are in flight: their next attempt is not due.
+	err := s.read.QueryRowContext(ctx, "SELECT MIN(next_attempt_at) FROM deliveries WHERE status = 'pending' AND lease_until = 0").Scan(&next)
 	if err != nil || !next.Valid {
 		return time.Time{}, false, err
 	}

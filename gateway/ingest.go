@@ -1,0 +1,211 @@
+package gateway
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gofiber/fiber/v2"
+
+	"github.com/webhookgw/gateway/config"
+	"github.com/webhookgw/gateway/store"
+)
+
+// maxBatch is the most events one POST /v1/events may carry.
+const maxBatch = 1000
+
+// maxEventID bounds a producer's event id.
+const maxEventID = 256
+
+// ingestReply is what POST /v1/events answers for one event.
+type ingestReply struct {
+	ID         string `json:"id"`
+	Type       string `json:"type"`
+	Deliveries int    `json:"deliveries"`
+	Duplicate  bool   `json:"duplicate,omitempty"`
+}
+
+// ingest is POST /v1/events: it answers 202 only once the events and their deliveries are
+// committed, together with whatever other requests arrived meanwhile (group commit).
+func (g *Gateway) ingest(c *fiber.Ctx) error {
+	if g.ingestTokens != nil && !g.ingestTokens.allows(c.Get(fiber.HeaderAuthorization)) {
+		c.Set(fiber.HeaderWWWAuthenticate, `Bearer realm="webhook-gateway ingest"`)
+		return newProblem(fiber.StatusUnauthorized, "a valid ingest token is required: Authorization: Bearer <token>")
+	}
+	body := c.Body()
+	if int64(len(body)) > g.cfg.Ingest.MaxBodyBytes {
+		return newProblem(fiber.StatusRequestEntityTooLarge,
+			fmt.Sprintf("the request body is larger than ingest.max_body_bytes (%d bytes)", g.cfg.Ingest.MaxBodyBytes))
+	}
+	// Fiber reuses the body's buffer once the handler returns: parseEvents copies what it keeps.
+	events, batch, err := parseEvents(body, g.cfg.Events, g.now().UTC(), g.newID)
+	if err != nil {
+		return err
+	}
+	if tp := c.Get("traceparent"); tp != "" && len(tp) < 256 {
+		for _, ev := range events {
+			ev.TraceParent = tp
+		}
+	}
+	var results []store.IngestResult
+	if len(events) > 0 {
+		results, err = g.ingestBatch.Do(c.UserContext(), events)
+		if err != nil {
+			return fmt.Errorf("ingest: %w", err)
+		}
+		g.dispatch.wake()
+	}
+	replies := make([]ingestReply, len(results))
+	for i, r := range results {
+		replies[i] = ingestReply{ID: r.ID, Type: r.Type, Deliveries: r.Deliveries, Duplicate: r.Duplicate}
+	}
+	c.Status(fiber.StatusAccepted)
+	if !batch {
+		return c.JSON(replies[0])
+	}
+	return c.JSON(replies)
+}
+
+// parseEvents reads one event object or an array of them. Each event keeps the producer's
+// bytes; an event without id or created gets them, added at the front of its object. Every
+// event is checked before any is returned: malformed input is a 400 naming each event at
+// fault, and an unknown type (the only problem otherwise) a 422 naming the accepted types.
+func parseEvents(body []byte, types config.Events, now time.Time, newID func() string) ([]*store.Event, bool, error) {
+	trimmed := bytes.TrimSpace(body)
+	if len(trimmed) == 0 {
+		return nil, false, newProblem(fiber.StatusBadRequest, "the request body is empty; send an event object or an array of them")
+	}
+	var raws []json.RawMessage
+	batch := trimmed[0] == '['
+	if batch {
+		if err := json.Unmarshal(trimmed, &raws); err != nil {
+			return nil, true, newProblem(fiber.StatusBadRequest, "malformed JSON: "+trimJSONError(err))
+		}
+		if len(raws) > maxBatch {
+			return nil, true, newProblem(fiber.StatusRequestEntityTooLarge,
+				fmt.Sprintf("a batch holds at most %d events, not %d", maxBatch, len(raws)))
+		}
+	} else {
+		if !json.Valid(trimmed) {
+			var v any
+			err := json.Unmarshal(trimmed, &v)
+			return nil, false, newProblem(fiber.StatusBadRequest, "malformed JSON: "+trimJSONError(err))
+		}
+		raws = []json.RawMessage{trimmed}
+	}
+
+	events := make([]*store.Event, 0, len(raws))
+	var bad, unknown []FieldError
+	created := now.Format(rfc3339Offset)
+	for i, raw := range raws {
+		prefix := ""
+		if batch {
+			prefix = "[" + strconv.Itoa(i) + "]"
+		}
+		ev, fieldErrs, typeErr := parseEvent(raw, prefix, types, created, newID)
+		bad = append(bad, fieldErrs...)
+		if typeErr != nil {
+			unknown = append(unknown, *typeErr)
+		}
+		if ev != nil {
+			ev.ReceivedAt = now
+			events = append(events, ev)
+		}
+	}
+	switch {
+	case len(bad) > 0:
+		return nil, batch, newProblem(fiber.StatusBadRequest, "the events are not valid; nothing was stored", append(bad, unknown...)...)
+	case len(unknown) > 0:
+		return nil, batch, newProblem(fiber.StatusUnprocessableEntity, "unknown event type; accepted: "+strings.Join(types.Types, ", ")+"; nothing was stored", unknown...)
+	}
+	return events, batch, nil
+}
+
+// eventHead is what the gateway reads of an event; the rest is carried as it is.
+type eventHead struct {
+	ID      json.RawMessage `json:"id"`
+	Type    json.RawMessage `json:"type"`
+	Created json.RawMessage `json:"created"`
+}
+
+func parseEvent(raw json.RawMessage, prefix string, types config.Events, created string, newID func() string) (*store.Event, []FieldError, *FieldError) {
+	field := func(name string) string {
+		if prefix == "" {
+			return name
+		}
+		return prefix + "." + name
+	}
+	if len(raw) == 0 || raw[0] != '{' {
+		f := prefix
+		if f == "" {
+			f = "event"
+		}
+		return nil, []FieldError{{Field: f, Message: "must be a JSON object"}}, nil
+	}
+	var head eventHead
+	if err := json.Unmarshal(raw, &head); err != nil {
+		return nil, []FieldError{{Field: prefix, Message: "malformed JSON: " + trimJSONError(err)}}, nil
+	}
+	var errs []FieldError
+	var id, typ string
+	switch {
+	case head.ID == nil:
+	case json.Unmarshal(head.ID, &id) != nil || id == "":
+		errs = append(errs, FieldError{Field: field("id"), Message: "must be a non-empty string"})
+	case len(id) > maxEventID:
+		errs = append(errs, FieldError{Field: field("id"), Message: fmt.Sprintf("must be at most %d bytes", maxEventID)})
+	}
+	if head.Type == nil {
+		errs = append(errs, FieldError{Field: field("type"), Message: "is required"})
+	} else if json.Unmarshal(head.Type, &typ) != nil || typ == "" {
+		errs = append(errs, FieldError{Field: field("type"), Message: "must be a non-empty string"})
+	}
+	if head.Created != nil && string(head.Created) == "null" {
+		errs = append(errs, FieldError{Field: field("created"), Message: "must not be null; leave it out to have it set"})
+	}
+	if len(errs) > 0 {
+		return nil, errs, nil
+	}
+	if err := types.Check(typ); err != nil {
+		return nil, nil, &FieldError{Field: field("type"), Message: fmt.Sprintf("unknown event type %q", typ)}
+	}
+
+	// The payload is the producer's bytes, copied (Fiber reuses its buffer), with what is
+	// missing added at the front: {"id":"…","created":"…", …}.
+	var add []byte
+	if head.ID == nil {
+		id = newID()
+		add = append(add, `"id":`...)
+		add = strconv.AppendQuote(add, id)
+		add = append(add, ',')
+	}
+	if head.Created == nil {
+		add = append(add, `"created":`...)
+		add = strconv.AppendQuote(add, created)
+		add = append(add, ',')
+	}
+	payload := make([]byte, 0, len(raw)+len(add))
+	if len(add) == 0 {
+		payload = append(payload, raw...)
+	} else {
+		payload = append(payload, '{')
+		payload = append(payload, add...)
+		payload = append(payload, raw[1:]...)
+	}
+	return &store.Event{ID: id, Type: typ, Payload: payload}, nil, nil
+}
+
+// trimJSONError drops encoding/json's "json: " prefix.
+func trimJSONError(err error) string {
+	if err == nil {
+		return "invalid"
+	}
+	msg := err.Error()
+	if len(msg) > 6 && msg[:6] == "json: " {
+		return msg[6:]
+	}
+	return msg
+}

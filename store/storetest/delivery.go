@@ -1,0 +1,824 @@
+package storetest
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/webhookgw/gateway/store"
+)
+
+// The delivery tests name a delivery by its event and subscription ("e1/a") and a time by its
+// offset from base ("+5m0s"), so that a failure reads like the test. Every time is a whole
+// number of milliseconds after base, which every backend keeps exactly.
+
+// at is base plus d.
+func at(d time.Duration) time.Time { return base.Add(d) }
+
+// ptr returns a pointer to t.
+func ptr(t time.Time) *time.Time { return &t }
+
+var lastID atomic.Int64
+
+// newID makes delivery ids unique across the suite.
+func newID() string { return fmt.Sprintf("dlv-%04d", lastID.Add(1)) }
+
+// policy is a valid delivery configuration: error state after 3 failed attempts, deactivation
+// a day later.
+var policy = store.ErrorPolicy{ErrorStateAfter: 3, DisableAfter: 24 * time.Hour}
+
+// subscriber creates an active subscription to events.
+func subscriber(t *testing.T, s store.Store, id string, events ...string) *store.Subscription {
+	t.Helper()
+	sub := sample(id, base)
+	sub.Events = events
+	mustCreate(t, s, sub)
+	return sub
+}
+
+func event(id, typ string, received time.Time) *store.Event {
+	return &store.Event{ID: id, Type: typ, Payload: []byte(`{"id":"` + id + `"}`), ReceivedAt: received}
+}
+
+func mustIngest(t *testing.T, s store.Store, events ...*store.Event) []store.IngestResult {
+	t.Helper()
+	res, err := s.IngestEvents(context.Background(), events, newID)
+	if err != nil {
+		t.Fatalf("IngestEvents: %v", err)
+	}
+	return res
+}
+
+// deliveryOf returns the id of the delivery of eventID to subID.
+func deliveryOf(t *testing.T, s store.Store, eventID, subID string) string {
+	t.Helper()
+	_, ds, err := s.GetEvent(context.Background(), eventID)
+	if err != nil {
+		t.Fatalf("GetEvent(%s): %v", eventID, err)
+	}
+	for _, d := range ds {
+		if d.SubscriptionID == subID {
+			return d.ID
+		}
+	}
+	t.Fatalf("event %s has no delivery to %s", eventID, subID)
+	return ""
+}
+
+func mustDelivery(t *testing.T, s store.Store, id string) (*store.Delivery, []store.Attempt) {
+	t.Helper()
+	d, attempts, err := s.GetDelivery(context.Background(), id)
+	if err != nil {
+		t.Fatalf("GetDelivery(%s): %v", id, err)
+	}
+	return d, attempts
+}
+
+func name(d *store.Delivery) string { return d.EventID + "/" + d.SubscriptionID }
+
+// claimed claims with opts and names the claims in the order returned.
+func claimed(t *testing.T, s store.Store, opts store.ClaimOptions) []string {
+	t.Helper()
+	cs, err := s.ClaimDeliveries(context.Background(), opts)
+	if err != nil {
+		t.Fatalf("ClaimDeliveries: %v", err)
+	}
+	names := make([]string, len(cs))
+	for i, c := range cs {
+		names[i] = name(c.Delivery)
+	}
+	return names
+}
+
+// claimAt claims up to 100 deliveries due at now, leased for an hour.
+func claimAt(t *testing.T, s store.Store, now time.Time) []string {
+	t.Helper()
+	return claimed(t, s, store.ClaimOptions{Now: now, LeaseUntil: now.Add(time.Hour), Limit: 100})
+}
+
+// wantList fails unless got is want, in order.
+func wantList(t *testing.T, what string, got []string, want ...string) {
+	t.Helper()
+	if !slices.Equal(got, want) {
+		t.Fatalf("%s: got %q, want %q", what, got, want)
+	}
+}
+
+// wantSet fails unless got is want, in any order.
+func wantSet(t *testing.T, what string, got []string, want ...string) {
+	t.Helper()
+	wantList(t, what, slices.Sorted(slices.Values(got)), slices.Sorted(slices.Values(want))...)
+}
+
+func complete(t *testing.T, s store.Store, now time.Time, outcomes ...*store.Outcome) {
+	t.Helper()
+	if err := s.CompleteDeliveries(context.Background(), outcomes, policy, now); err != nil {
+		t.Fatalf("CompleteDeliveries: %v", err)
+	}
+}
+
+// attempts returns one attempt per status code, a second apart from start; 0 is a connection
+// error.
+func attempts(start time.Time, codes ...int) []store.Attempt {
+	as := make([]store.Attempt, len(codes))
+	for i, code := range codes {
+		as[i] = store.Attempt{At: start.Add(time.Duration(i) * time.Second), Duration: 150 * time.Millisecond,
+			StatusCode: code, ResponseBody: fmt.Appendf(nil, "body %d", i), TraceID: fmt.Sprintf("trace-%d", i)}
+		if code == 0 {
+			as[i].Error, as[i].ResponseBody = "connection refused", nil
+		}
+	}
+	return as
+}
+
+func success(id, subID string, when time.Time) *store.Outcome {
+	return &store.Outcome{DeliveryID: id, SubscriptionID: subID, Attempts: attempts(when, 200), Succeeded: true}
+}
+
+// failure fails every attempt; next schedules a retry, nil gives up.
+func failure(id, subID string, when time.Time, next *time.Time, codes ...int) *store.Outcome {
+	return &store.Outcome{DeliveryID: id, SubscriptionID: subID, Attempts: attempts(when, codes...),
+		NextAttemptAt: next, Reason: fmt.Sprintf("HTTP %d from target", codes[len(codes)-1])}
+}
+
+func rel(tm *time.Time) string {
+	if tm == nil {
+		return "-"
+	}
+	if d := tm.Sub(base); d < 0 {
+		return d.String()
+	}
+	return "+" + tm.Sub(base).String()
+}
+
+// state describes what the tests check of a delivery.
+func state(d *store.Delivery) string {
+	return fmt.Sprintf("%s attempts=%d step=%d next=%s finished=%s code=%d error=%q",
+		d.Status, d.Attempts, d.Step, rel(d.NextAttemptAt), rel(d.FinishedAt), d.LastStatusCode, d.LastError)
+}
+
+func wantState(t *testing.T, s store.Store, id, want string) {
+	t.Helper()
+	d, _ := mustDelivery(t, s, id)
+	if got := state(d); got != want {
+		t.Fatalf("delivery %s (%s)\n got: %s\nwant: %s", id, name(d), got, want)
+	}
+}
+
+// health describes a subscription's error state.
+func health(sub *store.Subscription) string {
+	return fmt.Sprintf("active=%t deactivated=%s error=%t reason=%q detected=%s failures=%d", sub.Active,
+		rel(sub.DeactivatedAt), sub.InErrorState, sub.ErrorStateReason, rel(sub.DetectedErrorStateAt), sub.ConsecutiveFailures)
+}
+
+func wantHealth(t *testing.T, s store.Store, id, want string) {
+	t.Helper()
+	sub, err := s.GetSubscription(context.Background(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := health(sub); got != want {
+		t.Fatalf("subscription %s\n got: %s\nwant: %s", id, got, want)
+	}
+}
+
+func wantNextDue(t *testing.T, s store.Store, want *time.Time) {
+	t.Helper()
+	next, ok, err := s.NextDue(context.Background())
+	if err != nil {
+		t.Fatalf("NextDue: %v", err)
+	}
+	got := (*time.Time)(nil)
+	if ok {
+		got = &next
+	}
+	if rel(got) != rel(want) {
+		t.Fatalf("NextDue: got %s, want %s", rel(got), rel(want))
+	}
+}
+
+func testIngestFanOut(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	subscriber(t, s, "x-only", "x")
+	subscriber(t, s, "all", store.AllEvents)
+	subscriber(t, s, "y-only", "y")
+	subscriber(t, s, "x-and-y", "x", "y")
+	off := sample("inactive", base)
+	off.Events, off.Active, off.DeactivatedAt = []string{store.AllEvents}, false, ptr(base)
+	mustCreate(t, s, off)
+
+	var made []string
+	res, err := s.IngestEvents(ctx, []*store.Event{
+		event("e1", "x", at(time.Second)),
+		event("e2", "y", at(2*time.Second)),
+		event("e3", "z", at(3*time.Second)),
+	}, func() string { id := newID(); made = append(made, id); return id })
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []store.IngestResult{{ID: "e1", Type: "x", Deliveries: 3}, {ID: "e2", Type: "y", Deliveries: 3}, {ID: "e3", Type: "z", Deliveries: 1}}
+	if !slices.Equal(res, want) {
+		t.Fatalf("results\n got: %+v\nwant: %+v", res, want)
+	}
+
+	var ids []string
+	for i, targets := range [][]string{{"x-only", "all", "x-and-y"}, {"all", "y-only", "x-and-y"}, {"all"}} {
+		eventID := fmt.Sprintf("e%d", i+1)
+		ev, ds, err := s.GetEvent(ctx, eventID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ev.Deliveries != len(targets) {
+			t.Errorf("%s: Deliveries %d, want %d", eventID, ev.Deliveries, len(targets))
+		}
+		var subs []string
+		for _, d := range ds {
+			subs = append(subs, d.SubscriptionID)
+			ids = append(ids, d.ID)
+			// A new delivery is due at once: at its event's ReceivedAt.
+			if got, want := state(d), fmt.Sprintf("pending attempts=0 step=0 next=%s finished=- code=0 error=\"\"", rel(&ev.ReceivedAt)); got != want {
+				t.Errorf("%s: got %s, want %s", name(d), got, want)
+			}
+			if d.EventType != ev.Type {
+				t.Errorf("%s: EventType %q, want %q", name(d), d.EventType, ev.Type)
+			}
+		}
+		wantSet(t, eventID+" fanned out to", subs, targets...)
+	}
+	wantSet(t, "delivery ids", ids, made...)
+	if ds, err := s.ListDeliveries(ctx, "inactive", "", store.ListOptions{}); err != nil || len(ds) != 0 {
+		t.Fatalf("the inactive subscription got %d deliveries (%v)", len(ds), err)
+	}
+}
+
+func testIngestDuplicates(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	subscriber(t, s, "a", "x")
+	subscriber(t, s, "b", "y")
+	first := event("e1", "x", at(0))
+	mustIngest(t, s, first)
+	// A subscription created since must not get a delivery of the duplicate.
+	subscriber(t, s, "late", store.AllEvents)
+
+	again := event("e1", "y", at(time.Minute))
+	again.Payload = []byte(`{"id":"e1","changed":true}`)
+	res := mustIngest(t, s, again, event("e2", "y", at(time.Minute)), event("e2", "x", at(2*time.Minute)))
+	want := []store.IngestResult{
+		{ID: "e1", Type: "x", Deliveries: 1, Duplicate: true},
+		{ID: "e2", Type: "y", Deliveries: 2},
+		{ID: "e2", Type: "y", Deliveries: 2, Duplicate: true},
+	}
+	if !slices.Equal(res, want) {
+		t.Fatalf("results\n got: %+v\nwant: %+v", res, want)
+	}
+
+	ev, ds, err := s.GetEvent(ctx, "e1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ev.Type != "x" || !bytes.Equal(ev.Payload, first.Payload) || !ev.ReceivedAt.Equal(first.ReceivedAt) || ev.Deliveries != 1 || len(ds) != 1 {
+		t.Fatalf("the duplicate changed the event: %+v, %d deliveries", ev, len(ds))
+	}
+	ev, ds, err = s.GetEvent(ctx, "e2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ev.Type != "y" || !ev.ReceivedAt.Equal(at(time.Minute)) || len(ds) != 2 {
+		t.Fatalf("e2: %+v, %d deliveries, want the first of the call's two", ev, len(ds))
+	}
+	for _, id := range []string{"a", "b", "late"} {
+		ds, err := s.ListDeliveries(ctx, id, "", store.ListOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var names []string
+		for _, d := range ds {
+			names = append(names, name(d))
+		}
+		wantSet(t, "deliveries to "+id, names, map[string][]string{"a": {"e1/a"}, "b": {"e2/b"}, "late": {"e2/late"}}[id]...)
+	}
+}
+
+func testGetEvent(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	subscriber(t, s, "a", "x")
+	subscriber(t, s, "b", "x")
+	// Bytes a JSON column would normalize: spacing, key order, a duplicate key, escapes.
+	payload := []byte("{ \"z\":1,\"id\" : \"e1\",\"z\":2, \"s\":\"caf\\u00e9 \xc3\xa9\",\n\t\"n\":1.50 }\n")
+	ev := &store.Event{ID: "e1", Type: "x", Payload: bytes.Clone(payload),
+		TraceParent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", ReceivedAt: at(time.Second)}
+	mustIngest(t, s, ev)
+
+	got, ds, err := s.GetEvent(ctx, "e1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got.Payload, payload) {
+		t.Errorf("payload\n got: %q\nwant: %q", got.Payload, payload)
+	}
+	if got.ID != "e1" || got.Type != "x" || got.TraceParent != ev.TraceParent || got.Deliveries != 2 ||
+		!got.ReceivedAt.Equal(ev.ReceivedAt) || got.ReceivedAt.Location() != time.UTC {
+		t.Errorf("event: %+v", got)
+	}
+	var names []string
+	for _, d := range ds {
+		names = append(names, name(d))
+	}
+	wantSet(t, "deliveries", names, "e1/a", "e1/b")
+}
+
+func testDeliveryLookupsMissing(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	if _, _, err := s.GetEvent(ctx, "nope"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("GetEvent: got %v, want ErrNotFound", err)
+	}
+	if _, _, err := s.GetDelivery(ctx, "nope"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("GetDelivery: got %v, want ErrNotFound", err)
+	}
+	if _, err := s.RetryDelivery(ctx, "nope", base); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("RetryDelivery: got %v, want ErrNotFound", err)
+	}
+}
+
+func testClaimDue(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	want := subscriber(t, s, "a", "x")
+	ev := event("now", "x", at(0))
+	ev.TraceParent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+	// Ingested latest first: claims go by due time, not by insertion.
+	mustIngest(t, s, event("later", "x", at(2*time.Minute)), event("soon", "x", at(time.Minute)), ev)
+
+	opts := store.ClaimOptions{Now: at(90 * time.Second), LeaseUntil: at(time.Hour), Limit: 1}
+	cs, err := s.ClaimDeliveries(ctx, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cs) != 1 {
+		t.Fatalf("claimed %d with Limit 1", len(cs))
+	}
+	c := cs[0]
+	if name(c.Delivery) != "now/a" {
+		t.Fatalf("claimed %s first, want the longest due, now/a", name(c.Delivery))
+	}
+	if c.Delivery.ID != deliveryOf(t, s, "now", "a") || c.Delivery.Status != store.Pending || c.Delivery.EventType != "x" {
+		t.Errorf("claimed delivery: %+v", c.Delivery)
+	}
+	if c.Event == nil || c.Event.ID != "now" || c.Event.Type != "x" || !bytes.Equal(c.Event.Payload, ev.Payload) ||
+		c.Event.TraceParent != ev.TraceParent {
+		t.Errorf("claimed event: %+v", c.Event)
+	}
+	if c.Subscription == nil {
+		t.Fatal("claim without its subscription")
+	}
+	equal(t, c.Subscription, want)
+
+	opts.Limit = 10
+	wantList(t, "then, due by +1m30s", claimed(t, s, opts), "soon/a")
+	opts.Now = at(3 * time.Minute)
+	wantList(t, "at +3m, the others leased", claimed(t, s, opts), "later/a")
+	opts.Now = at(59 * time.Minute)
+	wantList(t, "at +59m, all leased", claimed(t, s, opts))
+}
+
+func testClaimLease(t *testing.T, s store.Store) {
+	subscriber(t, s, "a", "x")
+	mustIngest(t, s, event("e1", "x", at(0)))
+	lease := func(now, until time.Duration) []string {
+		return claimed(t, s, store.ClaimOptions{Now: at(now), LeaseUntil: at(until), Limit: 10})
+	}
+	wantList(t, "first claim", lease(0, time.Minute), "e1/a")
+	wantList(t, "before the lease ends", lease(59*time.Second, 2*time.Minute))
+	wantList(t, "after the lease ended", lease(time.Minute+time.Millisecond, 3*time.Minute), "e1/a")
+	wantList(t, "before the new lease ends", lease(2*time.Minute, 4*time.Minute))
+	// The delivery is still pending, unchanged by its leases.
+	wantState(t, s, deliveryOf(t, s, "e1", "a"), `pending attempts=0 step=0 next=+0s finished=- code=0 error=""`)
+}
+
+func testClaimSkipLimitInactive(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	subscriber(t, s, "a", "x")
+	subscriber(t, s, "b", "x")
+	subscriber(t, s, "off", "x")
+	mustIngest(t, s, event("e1", "x", at(0)), event("e2", "x", at(time.Second)), event("e3", "x", at(2*time.Second)))
+	if _, err := s.UpdateSubscription(ctx, "off", func(sub *store.Subscription) error {
+		sub.Active, sub.DeactivatedAt = false, ptr(at(time.Minute))
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	now := at(time.Minute)
+	opts := store.ClaimOptions{Now: now, LeaseUntil: at(time.Hour), Limit: 10, Skip: []string{"a"}}
+	wantSet(t, "skipping a", claimed(t, s, opts), "e1/b", "e2/b", "e3/b")
+	opts.Skip, opts.Limit = nil, 2
+	wantList(t, "Limit 2", claimed(t, s, opts), "e1/a", "e2/a")
+	opts.Limit = 10
+	wantList(t, "the rest", claimed(t, s, opts), "e3/a")
+	// The inactive subscription's deliveries stay pending, unclaimed.
+	wantState(t, s, deliveryOf(t, s, "e1", "off"), `pending attempts=0 step=0 next=+0s finished=- code=0 error=""`)
+}
+
+// testClaimConcurrent claims from several goroutines at once: no delivery may be leased twice.
+func testClaimConcurrent(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	subscriber(t, s, "a", "x")
+	subscriber(t, s, "b", "x")
+	var events []*store.Event
+	for i := range 15 {
+		events = append(events, event(fmt.Sprintf("e%02d", i), "x", at(time.Duration(i)*time.Second)))
+	}
+	mustIngest(t, s, events...)
+	opts := store.ClaimOptions{Now: at(time.Minute), LeaseUntil: at(time.Hour), Limit: 2}
+	var (
+		mu   sync.Mutex
+		got  = map[string]int{}
+		wg   sync.WaitGroup
+		errs = make(chan error, 8)
+	)
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				cs, err := s.ClaimDeliveries(ctx, opts)
+				if err != nil {
+					errs <- err
+					return
+				}
+				if len(cs) == 0 {
+					return
+				}
+				mu.Lock()
+				for _, c := range cs {
+					got[c.Delivery.ID]++
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	if len(got) != 30 {
+		t.Fatalf("claimed %d distinct deliveries of 30", len(got))
+	}
+	for id, n := range got {
+		if n != 1 {
+			t.Errorf("%s claimed %d times", id, n)
+		}
+	}
+}
+
+func testReleaseDeliveries(t *testing.T, s store.Store) {
+	subscriber(t, s, "a", "x")
+	mustIngest(t, s, event("e1", "x", at(0)), event("e2", "x", at(0)))
+	wantSet(t, "first claim", claimAt(t, s, at(time.Second)), "e1/a", "e2/a")
+	if err := s.ReleaseDeliveries(context.Background(), []string{deliveryOf(t, s, "e2", "a")}); err != nil {
+		t.Fatal(err)
+	}
+	wantList(t, "after releasing e2/a", claimAt(t, s, at(2*time.Second)), "e2/a")
+	wantState(t, s, deliveryOf(t, s, "e2", "a"), `pending attempts=0 step=0 next=+0s finished=- code=0 error=""`)
+}
+
+// testRecoverLeasesReleasesAll holds a backend that one process owns (SQLite) to releasing every
+// lease; a shared backend lets them expire instead, and does not run this test.
+func testRecoverLeasesReleasesAll(t *testing.T, s store.Store) {
+	subscriber(t, s, "a", "x")
+	mustIngest(t, s, event("e1", "x", at(0)), event("e2", "x", at(0)))
+	wantSet(t, "first claim", claimAt(t, s, at(time.Second)), "e1/a", "e2/a")
+	if err := s.RecoverLeases(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	wantSet(t, "after RecoverLeases", claimAt(t, s, at(2*time.Second)), "e1/a", "e2/a")
+}
+
+func testCompleteSuccess(t *testing.T, s store.Store) {
+	// The subscription was failing: a success clears its error state.
+	sub := sample("a", base)
+	sub.Events = []string{"x"}
+	sub.InErrorState, sub.ErrorStateReason, sub.DetectedErrorStateAt, sub.ConsecutiveFailures = true, "HTTP 500 from target", ptr(base), 4
+	mustCreate(t, s, sub)
+	mustIngest(t, s, event("e1", "x", at(0)))
+	wantList(t, "claim", claimAt(t, s, at(time.Second)), "e1/a")
+
+	id := deliveryOf(t, s, "e1", "a")
+	sent := []store.Attempt{
+		{At: at(2 * time.Second), Duration: 250 * time.Millisecond, StatusCode: 503, Error: "HTTP 503",
+			ResponseBody: []byte("busy"), TraceID: "0af7651916cd43dd8448eb211c80319c"},
+		{At: at(3 * time.Second), Duration: 5 * time.Second, Error: "timeout", TraceID: "1af7651916cd43dd8448eb211c80319c"},
+		{At: at(9 * time.Second), Duration: 120 * time.Millisecond, StatusCode: 204,
+			ResponseBody: []byte{0, 0xff, '\n'}, TraceID: "2af7651916cd43dd8448eb211c80319c"},
+	}
+	complete(t, s, at(10*time.Second), &store.Outcome{DeliveryID: id, SubscriptionID: "a", Attempts: sent, Succeeded: true})
+
+	wantState(t, s, id, `succeeded attempts=3 step=0 next=- finished=+10s code=204 error=""`)
+	_, got := mustDelivery(t, s, id)
+	if len(got) != len(sent) {
+		t.Fatalf("%d attempts stored, want %d", len(got), len(sent))
+	}
+	for i, a := range got {
+		w := sent[i]
+		if !a.At.Equal(w.At) || a.Duration != w.Duration || a.StatusCode != w.StatusCode || a.Error != w.Error ||
+			!bytes.Equal(a.ResponseBody, w.ResponseBody) || a.TraceID != w.TraceID {
+			t.Errorf("attempt %d\n got: %+v\nwant: %+v", i, a, w)
+		}
+	}
+	wantHealth(t, s, "a", `active=true deactivated=- error=false reason="" detected=- failures=0`)
+	wantList(t, "claim after success", claimAt(t, s, at(time.Hour)))
+	wantNextDue(t, s, nil)
+}
+
+func testCompleteRetryThenFail(t *testing.T, s store.Store) {
+	subscriber(t, s, "a", "x")
+	mustIngest(t, s, event("e1", "x", at(0)))
+	id := deliveryOf(t, s, "e1", "a")
+	wantList(t, "claim", claimAt(t, s, at(0)), "e1/a")
+
+	complete(t, s, at(10*time.Second), failure(id, "a", at(time.Second), ptr(at(5*time.Minute)), 500))
+	wantState(t, s, id, `pending attempts=1 step=1 next=+5m0s finished=- code=500 error=""`)
+	wantNextDue(t, s, ptr(at(5*time.Minute)))
+	wantList(t, "before the retry is due", claimAt(t, s, at(5*time.Minute-time.Millisecond)))
+	// Completing ended the lease, which ran to +1h.
+	wantList(t, "when the retry is due", claimAt(t, s, at(5*time.Minute)), "e1/a")
+
+	complete(t, s, at(6*time.Minute), failure(id, "a", at(5*time.Minute), ptr(at(time.Hour)), 502, 503))
+	wantState(t, s, id, `pending attempts=3 step=2 next=+1h0m0s finished=- code=503 error=""`)
+	wantList(t, "at the second retry", claimAt(t, s, at(time.Hour)), "e1/a")
+
+	complete(t, s, at(time.Hour+time.Minute), failure(id, "a", at(time.Hour), nil, 0))
+	wantState(t, s, id, `failed attempts=4 step=2 next=- finished=+1h1m0s code=0 error="connection refused"`)
+	wantNextDue(t, s, nil)
+	wantList(t, "after giving up", claimAt(t, s, at(48*time.Hour)))
+	_, as := mustDelivery(t, s, id)
+	var codes []string
+	for _, a := range as {
+		codes = append(codes, fmt.Sprint(a.StatusCode))
+	}
+	wantList(t, "attempts, oldest first", codes, "500", "502", "503", "0")
+}
+
+func testCompleteErrorState(t *testing.T, s store.Store) {
+	subscriber(t, s, "a", "x")
+	mustIngest(t, s, event("e1", "x", at(0)), event("e2", "x", at(0)))
+	d1, d2 := deliveryOf(t, s, "e1", "a"), deliveryOf(t, s, "e2", "a")
+	wantSet(t, "claim", claimAt(t, s, at(0)), "e1/a", "e2/a")
+
+	retry := ptr(at(time.Minute))
+	complete(t, s, at(time.Minute), failure(d1, "a", at(time.Second), retry, 500, 500))
+	wantHealth(t, s, "a", `active=true deactivated=- error=false reason="" detected=- failures=2`)
+	complete(t, s, at(2*time.Minute), failure(d2, "a", at(time.Minute), retry, 502))
+	wantHealth(t, s, "a", `active=true deactivated=- error=true reason="HTTP 502 from target" detected=+2m0s failures=3`)
+
+	// Still failing, but not yet DisableAfter after the error state began.
+	wantSet(t, "claim", claimAt(t, s, at(time.Hour)), "e1/a", "e2/a")
+	complete(t, s, at(24*time.Hour), failure(d1, "a", at(time.Hour), retry, 504))
+	wantHealth(t, s, "a", `active=true deactivated=- error=true reason="HTTP 504 from target" detected=+2m0s failures=4`)
+	// DisableAfter elapsed: deactivated.
+	complete(t, s, at(24*time.Hour+2*time.Minute), failure(d2, "a", at(24*time.Hour), retry, 500))
+	wantHealth(t, s, "a", `active=false deactivated=+24h2m0s error=true reason="HTTP 500 from target" detected=+2m0s failures=5`)
+	wantList(t, "claim from a deactivated subscription", claimAt(t, s, at(48*time.Hour)))
+}
+
+// testCompleteErrorStateInOneCall completes three failures of one subscription in one call:
+// each outcome sees the state the one before left.
+func testCompleteErrorStateInOneCall(t *testing.T, s store.Store) {
+	subscriber(t, s, "a", "x")
+	subscriber(t, s, "b", "x")
+	mustIngest(t, s, event("e1", "x", at(0)), event("e2", "x", at(0)), event("e3", "x", at(0)))
+	claimAt(t, s, at(0))
+	var outcomes []*store.Outcome
+	for _, e := range []string{"e1", "e2", "e3"} {
+		outcomes = append(outcomes, failure(deliveryOf(t, s, e, "a"), "a", at(time.Second), ptr(at(time.Hour)), 500))
+	}
+	outcomes = append(outcomes, success(deliveryOf(t, s, "e1", "b"), "b", at(time.Second)))
+	complete(t, s, at(time.Minute), outcomes...)
+	wantHealth(t, s, "a", `active=true deactivated=- error=true reason="HTTP 500 from target" detected=+1m0s failures=3`)
+	wantHealth(t, s, "b", `active=true deactivated=- error=false reason="" detected=- failures=0`)
+}
+
+func testCompleteGone(t *testing.T, s store.Store) {
+	subscriber(t, s, "a", "x")
+	mustIngest(t, s, event("e1", "x", at(0)))
+	id := deliveryOf(t, s, "e1", "a")
+	claimAt(t, s, at(0))
+	o := failure(id, "a", at(time.Second), nil, 410)
+	o.Gone = true
+	complete(t, s, at(time.Minute), o)
+	wantState(t, s, id, `failed attempts=1 step=0 next=- finished=+1m0s code=410 error=""`)
+	sub, err := s.GetSubscription(context.Background(), "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sub.Active || sub.DeactivatedAt == nil || !sub.DeactivatedAt.Equal(at(time.Minute)) {
+		t.Fatalf("after a 410: %s, want deactivated at +1m0s", health(sub))
+	}
+}
+
+func testCompleteDeletedSubscription(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	subscriber(t, s, "a", "x")
+	subscriber(t, s, "b", "x")
+	mustIngest(t, s, event("e1", "x", at(0)))
+	claimAt(t, s, at(0))
+	if err := s.DeleteSubscription(ctx, "a"); err != nil {
+		t.Fatal(err)
+	}
+	// Attempts were in flight when the subscription went away.
+	o := failure(deliveryOf(t, s, "e1", "a"), "a", at(time.Second), nil, 500, 500, 500)
+	o.Gone = true
+	complete(t, s, at(time.Minute), o, success(deliveryOf(t, s, "e1", "b"), "b", at(time.Second)))
+	if _, err := s.GetSubscription(ctx, "a"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("the completion brought the subscription back: %v", err)
+	}
+	wantState(t, s, deliveryOf(t, s, "e1", "b"), `succeeded attempts=1 step=0 next=- finished=+1m0s code=200 error=""`)
+}
+
+// testCompleteRetryAfterDelete completes, with a retry, a delivery whose subscription was
+// deleted while it was in flight: a delivery whose subscription went away is failed, and must
+// not be left pending (NextDue would report it due for ever, and no claim would take it).
+func testCompleteRetryAfterDelete(t *testing.T, s store.Store) {
+	subscriber(t, s, "a", "x")
+	mustIngest(t, s, event("e1", "x", at(0)))
+	id := deliveryOf(t, s, "e1", "a")
+	claimAt(t, s, at(0))
+	if err := s.DeleteSubscription(context.Background(), "a"); err != nil {
+		t.Fatal(err)
+	}
+	complete(t, s, at(time.Minute), failure(id, "a", at(time.Second), ptr(at(5*time.Minute)), 503))
+	d, _ := mustDelivery(t, s, id)
+	if d.Status != store.Failed {
+		t.Errorf("delivery of a deleted subscription: %s, want failed", state(d))
+	}
+	wantNextDue(t, s, nil)
+}
+
+func testNextDue(t *testing.T, s store.Store) {
+	wantNextDue(t, s, nil)
+	subscriber(t, s, "a", "x")
+	mustIngest(t, s, event("late", "x", at(5*time.Minute)), event("early", "x", at(time.Minute)))
+	wantNextDue(t, s, ptr(at(time.Minute)))
+	claimAt(t, s, at(time.Minute))
+	complete(t, s, at(2*time.Minute), success(deliveryOf(t, s, "early", "a"), "a", at(time.Minute)))
+	wantNextDue(t, s, ptr(at(5*time.Minute)))
+}
+
+func testListDeliveries(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	subscriber(t, s, "a", "x")
+	subscriber(t, s, "b", "x")
+	for i := 1; i <= 5; i++ {
+		mustIngest(t, s, event(fmt.Sprintf("e%d", i), "x", at(time.Duration(i)*time.Second)))
+	}
+	claimAt(t, s, at(time.Minute))
+	complete(t, s, at(2*time.Minute),
+		failure(deliveryOf(t, s, "e2", "a"), "a", at(time.Minute), nil, 500),
+		failure(deliveryOf(t, s, "e4", "a"), "a", at(time.Minute), nil, 500),
+		success(deliveryOf(t, s, "e5", "a"), "a", at(time.Minute)))
+
+	list := func(status store.DeliveryStatus, opts store.ListOptions) []string {
+		t.Helper()
+		ds, err := s.ListDeliveries(ctx, "a", status, opts)
+		if err != nil {
+			t.Fatalf("ListDeliveries(%q, %+v): %v", status, opts, err)
+		}
+		names := make([]string, len(ds))
+		for i, d := range ds {
+			names[i] = name(d)
+			if status != "" && d.Status != status {
+				t.Errorf("%s is %s, listed as %s", names[i], d.Status, status)
+			}
+		}
+		return names
+	}
+	wantList(t, "all", list("", store.ListOptions{}), "e5/a", "e4/a", "e3/a", "e2/a", "e1/a")
+	wantList(t, "failed", list(store.Failed, store.ListOptions{}), "e4/a", "e2/a")
+	wantList(t, "pending", list(store.Pending, store.ListOptions{}), "e3/a", "e1/a")
+
+	var pages [][]string
+	after := ""
+	for range 10 {
+		page := list("", store.ListOptions{Limit: 2, After: after})
+		if len(page) == 0 {
+			break
+		}
+		pages = append(pages, page)
+		after = deliveryOf(t, s, strings.TrimSuffix(page[len(page)-1], "/a"), "a")
+	}
+	if got := fmt.Sprint(pages); got != "[[e5/a e4/a] [e3/a e2/a] [e1/a]]" {
+		t.Fatalf("pages of 2: %s", got)
+	}
+	if _, err := s.ListDeliveries(ctx, "a", "", store.ListOptions{After: "missing"}); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("after a missing id: got %v, want ErrNotFound", err)
+	}
+}
+
+func testRetryDelivery(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	subscriber(t, s, "a", "x")
+	mustIngest(t, s, event("e1", "x", at(0)), event("e2", "x", at(0)))
+	failed, done := deliveryOf(t, s, "e1", "a"), deliveryOf(t, s, "e2", "a")
+	claimAt(t, s, at(0))
+	complete(t, s, at(time.Minute), failure(failed, "a", at(time.Second), nil, 500), success(done, "a", at(time.Second)))
+
+	d, err := s.RetryDelivery(ctx, failed, at(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.ID != failed || d.Status != store.Pending || rel(d.NextAttemptAt) != "+1h0m0s" || d.FinishedAt != nil {
+		t.Fatalf("RetryDelivery returned %s", state(d))
+	}
+	wantNextDue(t, s, ptr(at(time.Hour)))
+	wantList(t, "before now", claimAt(t, s, at(time.Hour-time.Millisecond)))
+	wantList(t, "at now", claimAt(t, s, at(time.Hour)), "e1/a")
+
+	// Whatever its status: a succeeded delivery can be sent again too.
+	if _, err := s.RetryDelivery(ctx, done, at(90*time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	d, _ = mustDelivery(t, s, done)
+	if d.Status != store.Pending || rel(d.NextAttemptAt) != "+1h30m0s" || d.FinishedAt != nil {
+		t.Fatalf("retried success: %s", state(d))
+	}
+	wantList(t, "the retried success", claimAt(t, s, at(90*time.Minute)), "e2/a")
+}
+
+func testPrune(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	subscriber(t, s, "a", "x")
+	mustIngest(t, s,
+		event("done", "x", at(0)),      // succeeded before the cutoff: pruned
+		event("gave-up", "x", at(0)),   // failed before the cutoff: pruned
+		event("late-fail", "x", at(0)), // failed after the cutoff: kept
+		event("waiting", "x", at(0)),   // pending: kept
+		event("unheard", "nobody", at(0)),
+		event("fresh", "nobody", at(2*time.Hour)))
+	done := deliveryOf(t, s, "done", "a")
+	claimAt(t, s, at(0))
+	complete(t, s, at(time.Minute), success(done, "a", at(time.Second)))
+	complete(t, s, at(30*time.Minute), failure(deliveryOf(t, s, "gave-up", "a"), "a", at(time.Second), nil, 500))
+	complete(t, s, at(2*time.Hour), failure(deliveryOf(t, s, "late-fail", "a"), "a", at(time.Second), nil, 500))
+	complete(t, s, at(2*time.Hour), failure(deliveryOf(t, s, "waiting", "a"), "a", at(time.Second), ptr(at(3*time.Hour)), 500))
+
+	n, err := s.Prune(ctx, at(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n != 2 {
+		t.Errorf("Prune deleted %d deliveries, want 2", n)
+	}
+	if _, _, err := s.GetDelivery(ctx, done); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("pruned delivery: got %v, want ErrNotFound", err)
+	}
+	for eventID, kept := range map[string]bool{"done": false, "gave-up": false, "late-fail": true, "waiting": true,
+		"unheard": false, "fresh": true} {
+		_, ds, err := s.GetEvent(ctx, eventID)
+		switch {
+		case kept && err != nil:
+			t.Errorf("event %s: %v, want it kept", eventID, err)
+		case kept && len(ds) != 1 && eventID != "fresh":
+			t.Errorf("event %s kept %d deliveries, want 1", eventID, len(ds))
+		case !kept && !errors.Is(err, store.ErrNotFound):
+			t.Errorf("event %s: got %v, want it pruned", eventID, err)
+		}
+	}
+	wantState(t, s, deliveryOf(t, s, "waiting", "a"), `pending attempts=1 step=1 next=+3h0m0s finished=- code=500 error=""`)
+
+	// The pruned delivery's attempts went with it: a new delivery given its id has none.
+	if _, err := s.IngestEvents(ctx, []*store.Event{event("again", "x", at(3*time.Hour))}, func() string { return done }); err != nil {
+		t.Fatal(err)
+	}
+	if _, as := mustDelivery(t, s, done); len(as) != 0 {
+		t.Errorf("a pruned delivery's %d attempts were kept", len(as))
+	}
+	if n, err := s.Prune(ctx, at(time.Hour)); err != nil || n != 0 {
+		t.Errorf("second Prune: %d, %v; want 0", n, err)
+	}
+}
+
+func testDeleteFailsPending(t *testing.T, s store.Store) {
+	subscriber(t, s, "a", "x")
+	subscriber(t, s, "b", "x")
+	mustIngest(t, s, event("e1", "x", at(0)), event("e2", "x", at(time.Second)))
+	claimAt(t, s, at(0))
+	complete(t, s, at(time.Minute), success(deliveryOf(t, s, "e1", "a"), "a", at(time.Second)))
+	pending := deliveryOf(t, s, "e2", "a")
+	if err := s.DeleteSubscription(context.Background(), "a"); err != nil {
+		t.Fatal(err)
+	}
+	d, _ := mustDelivery(t, s, pending)
+	if d.Status != store.Failed || d.NextAttemptAt != nil || d.FinishedAt == nil {
+		t.Errorf("pending delivery of the deleted subscription: %s, want failed and finished", state(d))
+	}
+	wantState(t, s, deliveryOf(t, s, "e1", "a"), `succeeded attempts=1 step=0 next=- finished=+1m0s code=200 error=""`)
+	wantState(t, s, deliveryOf(t, s, "e2", "b"), `pending attempts=0 step=0 next=+1s finished=- code=0 error=""`)
+	// e1/b is still leased.
+	wantList(t, "claim", claimAt(t, s, at(30*time.Minute)), "e2/b")
+}
