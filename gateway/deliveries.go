@@ -210,4 +210,3 @@ func (g *Gateway) reactivateWebhook(c *fiber.Ctx) error {
 	g.dispatch.wake()
 	return c.JSON(g.webhookView(sub))
 }
-

@@ -29,10 +29,10 @@ const responseBodyLimit = 1024
 // deliverer makes the HTTP attempts of deliveries through one retryablehttp client: its
 // in-process retries are delivery.quick_retries, and every attempt is recorded.
 type deliverer struct {
-	client   *retryablehttp.Client
-	cfg      config.Delivery
-	plugins  *plugins.Registry
-	now      func() time.Time
+	client    *retryablehttp.Client
+	cfg       config.Delivery
+	plugins   *plugins.Registry
+	now       func() time.Time
 	userAgent string
 
 	mu     sync.Mutex
