@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"sync"
 	"time"
 
@@ -170,6 +171,11 @@ func (g *Gateway) Serve(ctx context.Context, ln net.Listener) error {
 	go g.prune(runCtx)
 
 	g.log.Info("listening", "addr", ln.Addr().String(), "version", Version)
+	if g.ingestTokens == nil {
+		if ap, err := netip.ParseAddrPort(ln.Addr().String()); err == nil && !ap.Addr().IsLoopback() {
+			g.log.Warn("ingest.tokens is empty: POST /v1/events takes events from anyone who can reach " + ln.Addr().String())
+		}
+	}
 	served := make(chan error, 1)
 	go func() { served <- g.app.Listener(ln) }()
 	var serveErr error

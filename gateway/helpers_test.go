@@ -54,8 +54,17 @@ type env struct {
 
 var start = time.Date(2026, 3, 4, 5, 6, 7, 891_000_000, time.UTC)
 
+// gatewayOptions are the options newEnvWith passes to gateway.New.
+type gatewayOptions = gateway.Options
+
 // newEnv starts a gateway; edit, if not nil, changes the configuration first.
 func newEnv(t testing.TB, edit func(*config.Config)) *env {
+	t.Helper()
+	return newEnvWith(t, edit, nil)
+}
+
+// newEnvWith is newEnv with a say in the gateway's options too.
+func newEnvWith(t testing.TB, edit func(*config.Config), editOpts func(*gatewayOptions)) *env {
 	t.Helper()
 	cfg := config.Default()
 	cfg.Admin.Tokens = []string{adminToken}
@@ -72,7 +81,7 @@ func newEnv(t testing.TB, edit func(*config.Config)) *env {
 	clk := &clock{t: start}
 	n := 0
 	var mu sync.Mutex
-	gw, err := gateway.New(gateway.Options{
+	opts := gateway.Options{
 		Config:  cfg,
 		Store:   st,
 		Plugins: builtin.Registry(),
@@ -84,7 +93,11 @@ func newEnv(t testing.TB, edit func(*config.Config)) *env {
 			n++
 			return fmt.Sprintf("00000000-0000-4000-8000-%012d", n)
 		},
-	})
+	}
+	if editOpts != nil {
+		editOpts(&opts)
+	}
+	gw, err := gateway.New(opts)
 	if err != nil {
 		t.Fatal(err)
 	}

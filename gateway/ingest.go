@@ -126,9 +126,45 @@ func parseEvents(body []byte, types config.Events, now time.Time, newID func() s
 
 // eventHead is what the gateway reads of an event; the rest is carried as it is.
 type eventHead struct {
-	ID      json.RawMessage `json:"id"`
-	Type    json.RawMessage `json:"type"`
-	Created json.RawMessage `json:"created"`
+	ID, Type, Created json.RawMessage
+}
+
+// readHead reads the top-level id, type and created of an event object. Keys match exactly
+// (encoding/json's struct decoding would take "Type" or "ID" for them, and a subscriber
+// reading "type" would find none), and each may appear once.
+func readHead(raw []byte) (eventHead, error) {
+	var head eventHead
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	if _, err := dec.Token(); err != nil { // the opening brace: raw starts with '{'
+		return head, fmt.Errorf("malformed JSON: %s", trimJSONError(err))
+	}
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return head, fmt.Errorf("malformed JSON: %s", trimJSONError(err))
+		}
+		key, _ := tok.(string)
+		var value json.RawMessage
+		if err := dec.Decode(&value); err != nil {
+			return head, fmt.Errorf("malformed JSON: %s", trimJSONError(err))
+		}
+		var field *json.RawMessage
+		switch key {
+		case "id":
+			field = &head.ID
+		case "type":
+			field = &head.Type
+		case "created":
+			field = &head.Created
+		default:
+			continue
+		}
+		if *field != nil {
+			return head, fmt.Errorf("%q appears twice", key)
+		}
+		*field = value
+	}
+	return head, nil
 }
 
 func parseEvent(raw json.RawMessage, prefix string, types config.Events, created string, newID func() string) (*store.Event, []FieldError, *FieldError) {
@@ -145,9 +181,13 @@ func parseEvent(raw json.RawMessage, prefix string, types config.Events, created
 		}
 		return nil, []FieldError{{Field: f, Message: "must be a JSON object"}}, nil
 	}
-	var head eventHead
-	if err := json.Unmarshal(raw, &head); err != nil {
-		return nil, []FieldError{{Field: prefix, Message: "malformed JSON: " + trimJSONError(err)}}, nil
+	head, err := readHead(raw)
+	if err != nil {
+		f := prefix
+		if f == "" {
+			f = "event"
+		}
+		return nil, []FieldError{{Field: f, Message: err.Error()}}, nil
 	}
 	var errs []FieldError
 	var id, typ string
