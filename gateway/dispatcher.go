@@ -33,14 +33,21 @@ type dispatcher struct {
 	wakeC chan struct{}
 	freed chan struct{}
 
-	mu       sync.Mutex
-	inFlight map[string]int // by subscription
-	total    int
+	mu        sync.Mutex
+	inFlight  map[string]int            // rounds in flight, by subscription
+	held      map[string][]*store.Claim // claims waiting for a slot of their subscription
+	total     int
+	heldTotal int
+	skipIdle  bool // a claim that skipped subscriptions found nothing; see claim
+	stopping  bool
+	workCtx   context.Context
+	wg        sync.WaitGroup
 }
 
 func newDispatcher(st store.Store, d *deliverer, cfg config.Delivery, now func() time.Time, log *slog.Logger, opts Options) *dispatcher {
-	// A round is at most quick_retries+1 attempts with waits between them; the lease outlasts it.
-	round := time.Duration(cfg.QuickRetries+1)*(cfg.Timeout+d.client.RetryWaitMax) + 30*time.Second
+	// A round is at most quick_retries+1 attempts with waits between them. The lease outlasts a
+	// round and the one a held claim waits behind, with room to spare.
+	round := time.Duration(cfg.QuickRetries+1) * (cfg.Timeout + d.client.RetryWaitMax)
 	disp := &dispatcher{
 		store:           st,
 		deliverer:       d,
@@ -50,11 +57,12 @@ func newDispatcher(st store.Store, d *deliverer, cfg config.Delivery, now func()
 		workers:         opts.Workers,
 		perSubscription: opts.PerSubscription,
 		poll:            opts.PollInterval,
-		lease:           round,
+		lease:           3*round + 30*time.Second,
 		drain:           cfg.Timeout + 5*time.Second,
 		wakeC:           make(chan struct{}, 1),
 		freed:           make(chan struct{}, 1),
 		inFlight:        make(map[string]int),
+		held:            make(map[string][]*store.Claim),
 	}
 	policy := store.ErrorPolicy{ErrorStateAfter: cfg.ErrorStateAfter, DisableAfter: cfg.DisableAfter}
 	disp.outcomes = newBatcher(256, nil, func(ctx context.Context, os []*store.Outcome) ([]struct{}, error) {
@@ -68,27 +76,47 @@ func newDispatcher(st store.Store, d *deliverer, cfg config.Delivery, now func()
 
 // wake makes the dispatcher look for due deliveries now.
 func (d *dispatcher) wake() {
+	d.mu.Lock()
+	d.skipIdle = false
+	d.mu.Unlock()
 	select {
 	case d.wakeC <- struct{}{}:
 	default:
 	}
 }
 
-// run claims and delivers until ctx ends, then stops claiming, waits up to drain for the rounds
-// in flight, cancels the rest (their claims are released), and returns once all have ended.
+// run claims and delivers until ctx ends, then stops claiming, releases the claims it holds,
+// waits up to drain for the rounds in flight, cancels the rest (their claims are released), and
+// returns once all have ended.
 func (d *dispatcher) run(ctx context.Context) {
 	workCtx, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelWork()
-	var wg sync.WaitGroup
+	d.mu.Lock()
+	d.workCtx = workCtx
+	d.mu.Unlock()
 	for ctx.Err() == nil {
-		claimed := d.claim(ctx, workCtx, &wg)
-		if claimed > 0 {
+		if d.claim(ctx) > 0 {
 			continue // there may be more due
 		}
 		d.wait(ctx)
 	}
+
+	d.mu.Lock()
+	d.stopping = true
+	var held []string
+	for _, q := range d.held {
+		for _, c := range q {
+			held = append(held, c.Delivery.ID)
+		}
+	}
+	clear(d.held)
+	d.heldTotal = 0
+	d.mu.Unlock()
+	if err := d.store.ReleaseDeliveries(context.WithoutCancel(ctx), held); err != nil {
+		d.log.Error("shutdown: releasing held deliveries", "err", err)
+	}
 	done := make(chan struct{})
-	go func() { wg.Wait(); close(done) }()
+	go func() { d.wg.Wait(); close(done) }()
 	select {
 	case <-done:
 	case <-time.After(d.drain):
@@ -98,22 +126,33 @@ func (d *dispatcher) run(ctx context.Context) {
 	}
 }
 
-// claim leases as many due deliveries as there are free slots and starts their rounds.
-func (d *dispatcher) claim(ctx, workCtx context.Context, wg *sync.WaitGroup) int {
+// claim leases due deliveries for the free slots and starts their rounds. A subscription at
+// its limit keeps up to perSubscription more claims waiting in memory (still leased), started
+// as its rounds end, so that one busy subscription is not claimed and released over and over;
+// subscriptions with that many waiting are skipped by the claim.
+func (d *dispatcher) claim(ctx context.Context) int {
 	d.mu.Lock()
-	free := d.workers - d.total
+	room := d.workers - d.total - d.heldTotal
 	var skip []string
 	for id, n := range d.inFlight {
-		if n >= d.perSubscription {
+		if n+len(d.held[id]) >= 2*d.perSubscription {
 			skip = append(skip, id)
 		}
 	}
+	busy, skipIdle := d.total > 0, d.skipIdle
 	d.mu.Unlock()
-	if free <= 0 {
+	// Claim in batches: while rounds are in flight, wait until a quarter of the slots are free
+	// rather than claiming (a transaction each) for every slot that frees. A claim that skipped
+	// subscriptions and found nothing is not repeated until new work or the poll: it has to
+	// read past the skipped subscriptions' backlog.
+	if room <= 0 || busy && room < max(1, d.workers/4) || len(skip) > 0 && skipIdle {
 		return 0
 	}
 	now := d.now().UTC()
-	claims, err := d.store.ClaimDeliveries(ctx, store.ClaimOptions{Now: now, LeaseUntil: now.Add(d.lease), Limit: free, Skip: skip})
+	// At most what two subscriptions can take: rows past a subscription's room are released,
+	// and a large claim from a backlog of one would release most of what it took.
+	limit := min(room, 2*d.perSubscription)
+	claims, err := d.store.ClaimDeliveries(ctx, store.ClaimOptions{Now: now, LeaseUntil: now.Add(d.lease), Limit: limit, Skip: skip})
 	if err != nil {
 		if ctx.Err() == nil {
 			d.log.Error("claiming deliveries", "err", err)
@@ -121,22 +160,21 @@ func (d *dispatcher) claim(ctx, workCtx context.Context, wg *sync.WaitGroup) int
 		return 0
 	}
 	var release []string
-	started := 0
 	d.mu.Lock()
+	if len(skip) > 0 {
+		d.skipIdle = len(claims) == 0
+	}
 	for _, c := range claims {
 		sub := c.Delivery.SubscriptionID
-		if d.inFlight[sub] >= d.perSubscription {
-			release = append(release, c.Delivery.ID) // several of one subscription in one claim
-			continue
+		switch {
+		case d.inFlight[sub] < d.perSubscription:
+			d.startLocked(c)
+		case len(d.held[sub]) < d.perSubscription:
+			d.held[sub] = append(d.held[sub], c)
+			d.heldTotal++
+		default:
+			release = append(release, c.Delivery.ID)
 		}
-		d.inFlight[sub]++
-		d.total++
-		started++
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			d.attempt(workCtx, c)
-		}()
 	}
 	d.mu.Unlock()
 	if len(release) > 0 {
@@ -144,7 +182,18 @@ func (d *dispatcher) claim(ctx, workCtx context.Context, wg *sync.WaitGroup) int
 			d.log.Error("releasing deliveries", "err", err)
 		}
 	}
-	return started
+	return len(claims)
+}
+
+// startLocked starts a claim's round; d.mu is held.
+func (d *dispatcher) startLocked(c *store.Claim) {
+	d.inFlight[c.Delivery.SubscriptionID]++
+	d.total++
+	d.wg.Add(1)
+	go func() {
+		defer d.wg.Done()
+		d.attempt(d.workCtx, c)
+	}()
 }
 
 // attempt runs one round for a claim and records its outcome.
@@ -174,13 +223,22 @@ func (d *dispatcher) attempt(ctx context.Context, c *store.Claim) {
 	}
 }
 
+// done frees a slot of sub, starting the next claim it holds, if any.
 func (d *dispatcher) done(sub string) {
 	d.mu.Lock()
 	d.inFlight[sub]--
+	d.total--
+	if q := d.held[sub]; len(q) > 0 && !d.stopping {
+		d.held[sub] = q[1:]
+		if len(q) == 1 {
+			delete(d.held, sub)
+		}
+		d.heldTotal--
+		d.startLocked(q[0])
+	}
 	if d.inFlight[sub] <= 0 {
 		delete(d.inFlight, sub)
 	}
-	d.total--
 	d.mu.Unlock()
 	select {
 	case d.freed <- struct{}{}:
@@ -211,5 +269,8 @@ func (d *dispatcher) wait(ctx context.Context) {
 	case <-d.wakeC:
 	case <-d.freed:
 	case <-timer.C:
+		d.mu.Lock()
+		d.skipIdle = false
+		d.mu.Unlock()
 	}
 }

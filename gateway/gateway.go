@@ -43,7 +43,7 @@ type Options struct {
 	NewID func() string
 
 	// Workers bounds the delivery rounds in flight (default 64), PerSubscription those of one
-	// subscription (default 8).
+	// subscription (default 16), so that a dead target holds a quarter of them at most.
 	Workers, PerSubscription int
 	// PollInterval is the longest the dispatcher sleeps without looking for due deliveries
 	// (default 1s). Commits wake it at once; tests that move Now shorten it.
@@ -99,7 +99,7 @@ func New(opts Options) (*Gateway, error) {
 		g.ingestTokens = newTokenSet(opts.Config.Ingest.Tokens)
 	}
 	opts.Workers = cmp.Or(opts.Workers, 64)
-	opts.PerSubscription = cmp.Or(opts.PerSubscription, 8)
+	opts.PerSubscription = cmp.Or(opts.PerSubscription, 16)
 	opts.PollInterval = cmp.Or(opts.PollInterval, time.Second)
 	opts.QuickRetryWait = cmp.Or(opts.QuickRetryWait, time.Second)
 	deliverer := newDeliverer(opts.Config.Delivery, opts.Plugins, g.now, opts.QuickRetryWait)
@@ -131,6 +131,8 @@ func New(opts Options) (*Gateway, error) {
 		JSONEncoder:           json.Marshal,
 		JSONDecoder:           json.Unmarshal,
 	})
+	// A response during shutdown says Connection: close, so keep-alive clients let go.
+	g.app.Server().CloseOnShutdown = true
 	g.routes()
 	return g, nil
 }
@@ -199,6 +201,12 @@ func (g *Gateway) shutdownHTTP(ctx context.Context, ln net.Listener, served chan
 	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), ShutdownTimeout)
 	defer cancel()
 	err := g.app.ShutdownWithContext(shutdownCtx)
+	if errors.Is(err, context.DeadlineExceeded) {
+		// Requests still open after the grace period: their events are not acknowledged, so
+		// nothing is lost by leaving them; that is not a failed shutdown.
+		g.log.Warn("shutdown: connections still open after the grace period were abandoned", "grace", ShutdownTimeout.String())
+		err = nil
+	}
 	// fasthttp closes only a listener its Serve has already registered: a shutdown that comes
 	// first would leave Serve blocked in Accept for good. Closing it here ends Serve either way.
 	ln.Close()

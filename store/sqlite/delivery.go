@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sort"
 	"strings"
 	"time"
 
@@ -17,22 +18,22 @@ import (
 func (s *Store) IngestEvents(ctx context.Context, events []*store.Event, newID func() string) ([]store.IngestResult, error) {
 	results := make([]store.IngestResult, len(events))
 	err := s.inTx(ctx, func(tx *sql.Tx) error {
-		subs, err := activeSubscriptions(ctx, tx)
+		subs, err := s.activeSubscriptions(ctx, tx)
 		if err != nil {
 			return err
 		}
-		insertEvent, err := tx.PrepareContext(ctx, `INSERT INTO events (id, type, payload, traceparent, deliveries, received_at)
-			VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING`)
+		insertEvent, err := s.stmt(ctx, tx, insertEventSQL)
 		if err != nil {
 			return err
 		}
-		defer insertEvent.Close()
-		insertDelivery, err := tx.PrepareContext(ctx, `INSERT INTO deliveries (id, event_id, subscription_id, status,
-			next_attempt_at, created_at, updated_at) VALUES (?, ?, ?, 'pending', ?, ?, ?)`)
+		insertDelivery, err := s.stmt(ctx, tx, insertDeliverySQL)
 		if err != nil {
 			return err
 		}
-		defer insertDelivery.Close()
+		duplicate, err := s.stmt(ctx, tx, duplicateEventSQL)
+		if err != nil {
+			return err
+		}
 		for i, ev := range events {
 			var targets []string
 			for _, sub := range subs {
@@ -47,8 +48,7 @@ func (s *Store) IngestEvents(ctx context.Context, events []*store.Event, newID f
 			}
 			if n, _ := res.RowsAffected(); n == 0 {
 				r := store.IngestResult{ID: ev.ID, Duplicate: true}
-				if err := tx.QueryRowContext(ctx, "SELECT type, deliveries FROM events WHERE id = ?", ev.ID).
-					Scan(&r.Type, &r.Deliveries); err != nil {
+				if err := duplicate.QueryRowContext(ctx, ev.ID).Scan(&r.Type, &r.Deliveries); err != nil {
 					return err
 				}
 				results[i] = r
@@ -69,6 +69,30 @@ func (s *Store) IngestEvents(ctx context.Context, events []*store.Event, newID f
 	return results, nil
 }
 
+const (
+	insertEventSQL = `INSERT INTO events (id, type, payload, traceparent, deliveries, received_at)
+		VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING`
+	insertDeliverySQL = `INSERT INTO deliveries (id, event_id, subscription_id, status,
+		next_attempt_at, created_at, updated_at) VALUES (?, ?, ?, 'pending', ?, ?, ?)`
+	duplicateEventSQL      = "SELECT type, deliveries FROM events WHERE id = ?"
+	activeSubscriptionsSQL = "SELECT id, events FROM subscriptions WHERE active = 1 ORDER BY created_at, id"
+	claimedEventSQL        = "SELECT type, payload, traceparent, received_at FROM events WHERE id = ?"
+	insertAttemptSQL       = `INSERT INTO attempts (delivery_id, attempted_at, duration,
+		status_code, error, response_body, trace_id) VALUES (?, ?, ?, ?, ?, ?, ?)`
+	completeDeliverySQL = `UPDATE deliveries SET status = ?, attempts = attempts + ?, step = step + ?,
+		next_attempt_at = ?, lease_until = 0, last_status_code = ?, last_error = ?, updated_at = ?, finished_at = ?
+		WHERE id = ? AND status = 'pending'`
+)
+
+// claimSQL leases due deliveries; claimSkipSQL is the same with the subscriptions to skip.
+const (
+	claimSelect = `SELECT d.id FROM deliveries d JOIN subscriptions s ON s.id = d.subscription_id
+		WHERE d.status = 'pending' AND d.next_attempt_at <= ? AND d.lease_until <= ? AND s.active = 1`
+	claimReturning = ` ORDER BY d.next_attempt_at LIMIT ?) RETURNING id, event_id, subscription_id, status,
+		attempts, step, next_attempt_at, last_status_code, last_error, created_at, updated_at`
+	claimSQL = `UPDATE deliveries SET lease_until = ? WHERE id IN (` + claimSelect + claimReturning
+)
+
 // target is an active subscription as fan-out needs it.
 type target struct {
 	id     string
@@ -80,8 +104,12 @@ func (t target) matches(eventType string) bool {
 	return t.all || slices.Contains(t.events, eventType)
 }
 
-func activeSubscriptions(ctx context.Context, tx *sql.Tx) ([]target, error) {
-	rows, err := tx.QueryContext(ctx, "SELECT id, events FROM subscriptions WHERE active = 1 ORDER BY created_at, id")
+func (s *Store) activeSubscriptions(ctx context.Context, tx *sql.Tx) ([]target, error) {
+	st, err := s.stmt(ctx, tx, activeSubscriptionsSQL)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := st.QueryContext(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -131,78 +159,84 @@ func (s *Store) ClaimDeliveries(ctx context.Context, opts store.ClaimOptions) ([
 	err := s.inTx(ctx, func(tx *sql.Tx) error {
 		claims = nil
 		now := opts.Now.UnixNano()
-		args := []any{opts.LeaseUntil.UnixNano(), now, now}
-		skip := ""
+		query, args := claimSQL, []any{opts.LeaseUntil.UnixNano(), now, now}
 		if len(opts.Skip) > 0 {
-			skip = " AND d.subscription_id NOT IN (" + placeholders(len(opts.Skip)) + ")"
+			query = `UPDATE deliveries SET lease_until = ? WHERE id IN (` + claimSelect +
+				" AND d.subscription_id NOT IN (" + placeholders(len(opts.Skip)) + ")" + claimReturning
 			for _, id := range opts.Skip {
 				args = append(args, id)
 			}
 		}
 		args = append(args, opts.Limit)
-		rows, err := tx.QueryContext(ctx, `UPDATE deliveries SET lease_until = ? WHERE id IN (
-			SELECT d.id FROM deliveries d JOIN subscriptions s ON s.id = d.subscription_id
-			WHERE d.status = 'pending' AND d.next_attempt_at <= ? AND d.lease_until <= ? AND s.active = 1`+skip+`
-			ORDER BY d.next_attempt_at LIMIT ?) RETURNING id`, args...)
+		claim, err := s.stmt(ctx, tx, query)
 		if err != nil {
 			return err
 		}
-		var ids []any
+		rows, err := claim.QueryContext(ctx, args...)
+		if err != nil {
+			return err
+		}
 		for rows.Next() {
-			var id string
-			if err := rows.Scan(&id); err != nil {
+			var (
+				d                    store.Delivery
+				status               string
+				next                 sql.NullInt64
+				createdAt, updatedAt int64
+			)
+			if err := rows.Scan(&d.ID, &d.EventID, &d.SubscriptionID, &status, &d.Attempts, &d.Step, &next,
+				&d.LastStatusCode, &d.LastError, &createdAt, &updatedAt); err != nil {
 				rows.Close()
 				return err
 			}
-			ids = append(ids, id)
+			d.Status, d.NextAttemptAt = store.DeliveryStatus(status), fromNanos(next)
+			d.CreatedAt, d.UpdatedAt = time.Unix(0, createdAt).UTC(), time.Unix(0, updatedAt).UTC()
+			claims = append(claims, &store.Claim{Delivery: &d})
 		}
 		rows.Close()
-		if err := rows.Err(); err != nil || len(ids) == 0 {
+		if err := rows.Err(); err != nil || len(claims) == 0 {
 			return err
 		}
-		rows, err = tx.QueryContext(ctx, `SELECT `+deliveryColumns+`, e.payload, e.traceparent, e.received_at
-			FROM deliveries d JOIN events e ON e.id = d.event_id WHERE d.id IN (`+placeholders(len(ids))+`)
-			ORDER BY d.next_attempt_at`, ids...)
+		event, err := s.stmt(ctx, tx, claimedEventSQL)
 		if err != nil {
 			return err
 		}
-		defer rows.Close()
 		subs := make(map[string]*store.Subscription)
-		for rows.Next() {
-			var (
-				d                          store.Delivery
-				status                     string
-				next, finished             sql.NullInt64
-				createdAt, updatedAt, recv int64
-				ev                         store.Event
-			)
-			if err := rows.Scan(&d.ID, &d.EventID, &d.EventType, &d.SubscriptionID, &status, &d.Attempts, &d.Step, &next,
-				&d.LastStatusCode, &d.LastError, &createdAt, &updatedAt, &finished, &ev.Payload, &ev.TraceParent, &recv); err != nil {
-				return err
-			}
-			d.Status = store.DeliveryStatus(status)
-			d.NextAttemptAt, d.FinishedAt = fromNanos(next), fromNanos(finished)
-			d.CreatedAt, d.UpdatedAt = time.Unix(0, createdAt).UTC(), time.Unix(0, updatedAt).UTC()
-			ev.ID, ev.Type, ev.ReceivedAt = d.EventID, d.EventType, time.Unix(0, recv).UTC()
-			claims = append(claims, &store.Claim{Delivery: &d, Event: &ev})
-			subs[d.SubscriptionID] = nil
-		}
-		if err := rows.Err(); err != nil {
-			return err
-		}
-		for id := range subs {
-			sub, err := getSubscription(ctx, tx, id)
-			if err != nil {
-				return err
-			}
-			subs[id] = sub
-		}
 		for _, c := range claims {
-			c.Subscription = subs[c.Delivery.SubscriptionID]
+			ev := &store.Event{ID: c.Delivery.EventID}
+			var recv int64
+			if err := event.QueryRowContext(ctx, ev.ID).Scan(&ev.Type, &ev.Payload, &ev.TraceParent, &recv); err != nil {
+				return fmt.Errorf("event %q: %w", ev.ID, err)
+			}
+			ev.ReceivedAt = time.Unix(0, recv).UTC()
+			c.Event, c.Delivery.EventType = ev, ev.Type
+			sub, ok := subs[c.Delivery.SubscriptionID]
+			if !ok {
+				if sub, err = s.txSubscription(ctx, tx, c.Delivery.SubscriptionID); err != nil {
+					return err
+				}
+				subs[sub.ID] = sub
+			}
+			c.Subscription = sub
 		}
+		sort.SliceStable(claims, func(i, j int) bool {
+			return claims[i].Delivery.NextAttemptAt.Before(*claims[j].Delivery.NextAttemptAt)
+		})
 		return nil
 	})
 	return claims, err
+}
+
+// txSubscription reads a subscription inside a write transaction.
+func (s *Store) txSubscription(ctx context.Context, tx *sql.Tx, id string) (*store.Subscription, error) {
+	st, err := s.stmt(ctx, tx, selectSubscriptionSQL)
+	if err != nil {
+		return nil, err
+	}
+	sub, err := scanSubscription(st.QueryRowContext(ctx, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("subscription %q: %w", id, store.ErrNotFound)
+	}
+	return sub, err
 }
 
 func placeholders(n int) string {
@@ -212,12 +246,14 @@ func placeholders(n int) string {
 // CompleteDeliveries records outcomes.
 func (s *Store) CompleteDeliveries(ctx context.Context, outcomes []*store.Outcome, policy store.ErrorPolicy, now time.Time) error {
 	return s.inTx(ctx, func(tx *sql.Tx) error {
-		insertAttempt, err := tx.PrepareContext(ctx, `INSERT INTO attempts (delivery_id, attempted_at, duration,
-			status_code, error, response_body, trace_id) VALUES (?, ?, ?, ?, ?, ?, ?)`)
+		insertAttempt, err := s.stmt(ctx, tx, insertAttemptSQL)
 		if err != nil {
 			return err
 		}
-		defer insertAttempt.Close()
+		complete, err := s.stmt(ctx, tx, completeDeliverySQL)
+		if err != nil {
+			return err
+		}
 		subs := make(map[string]*store.Subscription)
 		changed := make(map[string]bool)
 		at := now.UnixNano()
@@ -237,15 +273,14 @@ func (s *Store) CompleteDeliveries(ctx context.Context, outcomes []*store.Outcom
 			case o.NextAttemptAt != nil:
 				status, step, next, finished = store.Pending, 1, o.NextAttemptAt.UnixNano(), nil
 			}
-			if _, err := tx.ExecContext(ctx, `UPDATE deliveries SET status = ?, attempts = attempts + ?, step = step + ?,
-				next_attempt_at = ?, lease_until = 0, last_status_code = ?, last_error = ?, updated_at = ?, finished_at = ?
-				WHERE id = ? AND status = 'pending'`, status, len(o.Attempts), step, next, last.StatusCode, last.Error, at, finished, o.DeliveryID); err != nil {
+			if _, err := complete.ExecContext(ctx, status, len(o.Attempts), step, next, last.StatusCode, last.Error,
+				at, finished, o.DeliveryID); err != nil {
 				return err
 			}
 
 			sub, seen := subs[o.SubscriptionID]
 			if !seen {
-				sub, err = getSubscription(ctx, tx, o.SubscriptionID)
+				sub, err = s.txSubscription(ctx, tx, o.SubscriptionID)
 				if errors.Is(err, store.ErrNotFound) {
 					subs[o.SubscriptionID] = nil // deleted meanwhile
 					continue
@@ -262,7 +297,7 @@ func (s *Store) CompleteDeliveries(ctx context.Context, outcomes []*store.Outcom
 		for id := range changed {
 			sub := subs[id]
 			sub.UpdatedAt = now
-			if err := updateSubscription(ctx, tx, sub); err != nil {
+			if err := s.updateSubscription(ctx, tx, sub); err != nil {
 				return err
 			}
 		}

@@ -40,6 +40,8 @@ type Options struct {
 type Store struct {
 	write *sql.DB // one connection, BEGIN IMMEDIATE
 	read  *sql.DB // a pool, query_only
+
+	stmts map[string]*sql.Stmt // hotQueries, prepared at Open; read-only after
 }
 
 var _ store.Store = (*Store)(nil)
@@ -77,9 +79,13 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 	}
 	write.SetMaxOpenConns(1)
 	write.SetConnMaxIdleTime(0)
-	s := &Store{write: write}
+	s := &Store{write: write, stmts: make(map[string]*sql.Stmt)}
 	if err := s.migrate(ctx); err != nil {
 		write.Close()
+		return nil, fmt.Errorf("sqlite: %s: %w", path, err)
+	}
+	if err := s.prepareHot(ctx); err != nil {
+		s.Close()
 		return nil, fmt.Errorf("sqlite: %s: %w", path, err)
 	}
 	read, err := sql.Open("sqlite", dsn("_pragma", "query_only(1)"))
@@ -94,7 +100,41 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 
 // Close closes both connection pools.
 func (s *Store) Close() error {
+	for _, st := range s.stmts {
+		st.Close()
+	}
+	if s.read == nil { // Open failed half way
+		return s.write.Close()
+	}
 	return errors.Join(s.read.Close(), s.write.Close())
+}
+
+// hotQueries are prepared once at Open, on the writer's one connection, so the transactions of
+// ingest, claim and completion use them without parsing their SQL again.
+var hotQueries = []string{
+	insertEventSQL, insertDeliverySQL, activeSubscriptionsSQL, duplicateEventSQL, claimSQL,
+	claimedEventSQL, selectSubscriptionSQL, insertAttemptSQL, completeDeliverySQL, updateSubscriptionSQL,
+}
+
+// prepareHot prepares hotQueries. It runs before any transaction: the writer has one
+// connection, which a transaction would hold.
+func (s *Store) prepareHot(ctx context.Context) error {
+	for _, q := range hotQueries {
+		st, err := s.write.PrepareContext(ctx, q)
+		if err != nil {
+			return fmt.Errorf("prepare %q: %w", q, err)
+		}
+		s.stmts[q] = st
+	}
+	return nil
+}
+
+// stmt returns query prepared for tx: a hot query's statement, or one prepared for tx alone.
+func (s *Store) stmt(ctx context.Context, tx *sql.Tx, query string) (*sql.Stmt, error) {
+	if st, ok := s.stmts[query]; ok {
+		return tx.StmtContext(ctx, st), nil
+	}
+	return tx.PrepareContext(ctx, query)
 }
 
 // Ping reports whether the database file can be read.
@@ -192,8 +232,10 @@ type queryer interface {
 	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
 }
 
+var selectSubscriptionSQL = "SELECT " + subscriptionColumns + " FROM subscriptions WHERE id = ?"
+
 func getSubscription(ctx context.Context, q queryer, id string) (*store.Subscription, error) {
-	sub, err := scanSubscription(q.QueryRowContext(ctx, "SELECT "+subscriptionColumns+" FROM subscriptions WHERE id = ?", id))
+	sub, err := scanSubscription(q.QueryRowContext(ctx, selectSubscriptionSQL, id))
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, fmt.Errorf("subscription %q: %w", id, store.ErrNotFound)
 	}
@@ -251,7 +293,7 @@ func (s *Store) UpdateSubscription(ctx context.Context, id string, change func(*
 			return err
 		}
 		sub.ID, sub.Source, sub.CreatedAt = keep.ID, keep.Source, keep.CreatedAt
-		if err := updateSubscription(ctx, tx, sub); err != nil {
+		if err := s.updateSubscription(ctx, tx, sub); err != nil {
 			return err
 		}
 		updated = sub
@@ -260,17 +302,22 @@ func (s *Store) UpdateSubscription(ctx context.Context, id string, change func(*
 	return updated, err
 }
 
-func updateSubscription(ctx context.Context, tx *sql.Tx, sub *store.Subscription) error {
+const updateSubscriptionSQL = `UPDATE subscriptions SET kind = ?, source = ?, url = ?, events = ?,
+	headers = ?, plugins = ?, request_id = ?, source_sender_id = ?, username = ?, password = ?,
+	active = ?, deactivated_at = ?, in_error_state = ?, error_state_reason = ?,
+	detected_error_state_at = ?, consecutive_failures = ?, created_at = ?, updated_at = ? WHERE id = ?`
+
+func (s *Store) updateSubscription(ctx context.Context, tx *sql.Tx, sub *store.Subscription) error {
 	args, err := subscriptionArgs(sub)
 	if err != nil {
 		return err
 	}
+	st, err := s.stmt(ctx, tx, updateSubscriptionSQL)
+	if err != nil {
+		return err
+	}
 	// args[0] is the id; the rest follow subscriptionColumns.
-	_, err = tx.ExecContext(ctx, `UPDATE subscriptions SET kind = ?, source = ?, url = ?, events = ?,
-		headers = ?, plugins = ?, request_id = ?, source_sender_id = ?, username = ?, password = ?,
-		active = ?, deactivated_at = ?, in_error_state = ?, error_state_reason = ?,
-		detected_error_state_at = ?, consecutive_failures = ?, created_at = ?, updated_at = ? WHERE id = ?`,
-		append(args[1:], args[0])...)
+	_, err = st.ExecContext(ctx, append(args[1:], args[0])...)
 	return err
 }
 
@@ -323,7 +370,7 @@ func (s *Store) SyncFileSubscriptions(ctx context.Context, subs []*store.Subscri
 			case !store.SameDeclaration(have, want):
 				store.CopyDeclaration(have, want)
 				have.UpdatedAt = now
-				if err := updateSubscription(ctx, tx, have); err != nil {
+				if err := s.updateSubscription(ctx, tx, have); err != nil {
 					return err
 				}
 				res.Updated++

@@ -27,7 +27,8 @@ CREATE TABLE deliveries (
     finished_at      INTEGER
 ) STRICT;
 
-CREATE INDEX deliveries_due ON deliveries (next_attempt_at) WHERE status = 'pending';
+-- Covers the claim: due, not leased, of which subscription, with no look-up of the row.
+CREATE INDEX deliveries_due ON deliveries (next_attempt_at, lease_until, subscription_id) WHERE status = 'pending';
 CREATE INDEX deliveries_subscription ON deliveries (subscription_id, created_at);
 CREATE INDEX deliveries_event ON deliveries (event_id);
 CREATE INDEX deliveries_finished ON deliveries (finished_at) WHERE status != 'pending';
