@@ -5,8 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -16,9 +14,6 @@ import (
 	"time"
 
 	"github.com/webhookgw/gateway/config"
-	"github.com/webhookgw/gateway/gateway"
-	"github.com/webhookgw/gateway/plugins/builtin"
-	"github.com/webhookgw/gateway/store/sqlite"
 )
 
 // receiver is a subscriber: an httptest server that records what it gets and answers with
@@ -607,43 +602,22 @@ func TestDeliveryListing(t *testing.T) {
 
 // On shutdown a round in flight is let finish and its outcome recorded before Serve returns.
 func TestShutdownLetsRoundsInFlightFinish(t *testing.T) {
-	cfg := config.Default()
-	cfg.Admin.Tokens = []string{adminToken}
-	cfg.Security.RequireHTTPS = false
-	path := t.TempDir() + "/gateway.db"
-	st, err := sqlite.Open(context.Background(), path, sqlite.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	e := engineEnv(t, nil)
 	entered := make(chan struct{}, 1)
 	rc := newReceiver(t, func(_ int, w http.ResponseWriter, _ *http.Request) {
 		entered <- struct{}{}
 		time.Sleep(300 * time.Millisecond)
 		w.WriteHeader(http.StatusOK)
 	})
-	gw, err := gateway.New(gateway.Options{Config: cfg, Store: st, Plugins: builtin.Registry(), Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	served := make(chan error, 1)
-	go func() { served <- gw.Serve(ctx, ln) }()
-	e := &env{t: t, gw: gw, store: st, base: "http://" + ln.Addr().String()}
 	e.subscribe(t, rc.URL, "")
 	expect(t, e.post(t, `{"id": "inflight", "type": "task.state.updated"}`), 202)
 	<-entered
-	cancel()
-	if err := <-served; err != nil {
+	if err := e.shutdown(); err != nil {
 		t.Fatalf("Serve: %v", err)
 	}
-	ev, ds, err := st.GetEvent(context.Background(), "inflight")
+	_, ds, err := e.store.GetEvent(context.Background(), "inflight")
 	if err != nil || len(ds) != 1 {
-		t.Fatalf("event %v deliveries %v err %v", ev, ds, err)
+		t.Fatalf("deliveries %v, err %v", ds, err)
 	}
 	if ds[0].Status != "succeeded" || ds[0].Attempts != 1 {
 		t.Fatalf("after shutdown the delivery is %s with %d attempts, want succeeded with 1", ds[0].Status, ds[0].Attempts)

@@ -50,6 +50,20 @@ type env struct {
 	base  string
 	clock *clock
 	cfg   *config.Config
+
+	stop     func() // cancels Serve's context
+	served   chan error
+	stopOnce sync.Once
+	stopErr  error
+}
+
+// shutdown stops the gateway as SIGTERM would and returns what Serve returned.
+func (e *env) shutdown() error {
+	e.stopOnce.Do(func() {
+		e.stop()
+		e.stopErr = <-e.served
+	})
+	return e.stopErr
 }
 
 var start = time.Date(2026, 3, 4, 5, 6, 7, 891_000_000, time.UTC)
@@ -106,16 +120,16 @@ func newEnvWith(t testing.TB, edit func(*config.Config), editOpts func(*gatewayO
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- gw.Serve(ctx, ln) }()
+	e := &env{t: t, gw: gw, store: st, base: "http://" + ln.Addr().String(), clock: clk, cfg: cfg,
+		stop: cancel, served: make(chan error, 1)}
+	go func() { e.served <- gw.Serve(ctx, ln) }()
 	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
+		if err := e.shutdown(); err != nil {
 			t.Errorf("Serve: %v", err)
 		}
 		st.Close()
 	})
-	return &env{t: t, gw: gw, store: st, base: "http://" + ln.Addr().String(), clock: clk, cfg: cfg}
+	return e
 }
 
 // response is an HTTP response with its body read.
