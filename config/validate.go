@@ -181,7 +181,9 @@ func (e Events) Check(t string) error {
 }
 
 // CheckURL reports whether raw may be a delivery target under s: an absolute http(s) URL
-// (https only when RequireHTTPS), without credentials, whose host passes AllowedHosts.
+// (https only when RequireHTTPS), without credentials, whose host passes AllowedHosts and, when
+// it is a literal address, CheckAddr. Names are resolved only when a delivery connects, where
+// the dialer checks the address again (so DNS cannot be used to get past this).
 func (s Security) CheckURL(raw string) error {
 	if raw == "" {
 		return errors.New("must not be empty")
@@ -215,7 +217,7 @@ func (s Security) CheckURL(raw string) error {
 	if !s.HostAllowed(u.Hostname()) {
 		return fmt.Errorf("host %q is not in security.allowed_hosts", u.Hostname())
 	}
-	return nil
+	return s.checkHostAddr(u.Hostname())
 }
 
 // HostAllowed reports whether host may be a target: always when AllowedHosts is empty, else

@@ -28,7 +28,9 @@ func BenchmarkIngestToDelivery(b *testing.B) {
 		{"batch100/producers=4", 4, 100},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
-			e := newEnvWith(b, func(c *config.Config) { c.Security.RequireHTTPS = false }, nil)
+			e := newEnvWith(b, func(c *config.Config) {
+				c.Security.RequireHTTPS, c.Security.AllowPrivateNetworks = false, true
+			}, nil)
 			var delivered atomic.Int64
 			done := make(chan struct{})
 			var once sync.Once

@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"strconv"
 	"sync"
@@ -31,6 +32,7 @@ const responseBodyLimit = 1024
 type deliverer struct {
 	client    *retryablehttp.Client
 	cfg       config.Delivery
+	security  config.Security
 	plugins   *plugins.Registry
 	now       func() time.Time
 	userAgent string
@@ -53,10 +55,27 @@ type transport struct{ http.RoundTripper }
 
 // newDeliverer returns a deliverer; quickWait is the first quick-retry wait (doubled each
 // retry, at most 8 times it).
-func newDeliverer(cfg config.Delivery, reg *plugins.Registry, now func() time.Time, quickWait time.Duration) *deliverer {
+func newDeliverer(cfg config.Delivery, sec config.Security, reg *plugins.Registry, now func() time.Time, quickWait time.Duration) *deliverer {
+	dialer := &net.Dialer{
+		Timeout:   10 * time.Second,
+		KeepAlive: 30 * time.Second,
+		// The SSRF guard: every address a delivery connects to, as resolved (so a name that
+		// resolves to a private address, now or after a DNS change, is caught here).
+		Control: func(_, address string, _ syscall.RawConn) error {
+			host, _, err := net.SplitHostPort(address)
+			if err != nil {
+				return err
+			}
+			addr, err := netip.ParseAddr(host)
+			if err != nil {
+				return fmt.Errorf("dial %q: %w", address, err)
+			}
+			return sec.CheckAddr(addr)
+		},
+	}
 	base := &http.Transport{
 		Proxy:                 nil, // an environment proxy must not carry deliveries past the dial-time rules
-		DialContext:           (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		DialContext:           dialer.DialContext,
 		ForceAttemptHTTP2:     true,
 		MaxIdleConns:          1024,
 		MaxIdleConnsPerHost:   256,
@@ -67,6 +86,7 @@ func newDeliverer(cfg config.Delivery, reg *plugins.Registry, now func() time.Ti
 	}
 	d := &deliverer{
 		cfg:       cfg,
+		security:  sec,
 		plugins:   reg,
 		now:       now,
 		userAgent: "webhook-gateway/" + Version,
@@ -122,6 +142,13 @@ func (d *deliverer) deliver(ctx context.Context, claim *store.Claim) *store.Outc
 		return o
 	}
 	r.chain = chain
+	if err := d.checkTarget(sub.URL); err != nil {
+		// The rules changed since the target was registered.
+		o.Attempts = []store.Attempt{{At: d.now().UTC(), Error: err.Error()}}
+		o.Reason = err.Error()
+		o.NextAttemptAt = d.nextAttempt(claim.Delivery.Step, 0)
+		return o
+	}
 	req, err := retryablehttp.NewRequestWithContext(context.WithValue(ctx, roundKey{}, r), http.MethodPost, sub.URL, r.body)
 	if err != nil {
 		o.Attempts = []store.Attempt{{At: d.now().UTC(), Error: "bad target URL: " + err.Error()}}
@@ -204,6 +231,10 @@ func (d *deliverer) checkRetry(ctx context.Context, resp *http.Response, err err
 	r.attempts = append(r.attempts, a)
 	if ctx.Err() != nil {
 		return false, ctx.Err()
+	}
+	var blocked *config.BlockedError
+	if errors.As(err, &blocked) {
+		return false, nil // the address will not change in a second
 	}
 	if err != nil {
 		return true, nil
@@ -310,6 +341,22 @@ func (d *deliverer) chain(sub *store.Subscription) ([]plugins.Plugin, error) {
 	return c.plugins, c.err
 }
 
+// checkTarget applies the rules a target was registered under again, at delivery: the
+// configuration may have changed since (the dialer checks the address itself).
+func (d *deliverer) checkTarget(raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return fmt.Errorf("bad target URL: %w", err)
+	}
+	if u.Scheme != "https" && d.security.RequireHTTPS {
+		return errors.New("blocked: the target is not https:// (security.require_https)")
+	}
+	if !d.security.HostAllowed(u.Hostname()) {
+		return fmt.Errorf("blocked: host %q is not in security.allowed_hosts", u.Hostname())
+	}
+	return nil
+}
+
 // errorText says what went wrong with an attempt that got no answer, without the URL (whose
 // query may hold a secret).
 func errorText(err error) string {
@@ -319,6 +366,10 @@ func errorText(err error) string {
 	var ue *url.Error
 	if errors.As(err, &ue) {
 		err = ue.Err
+	}
+	var blocked *config.BlockedError
+	if errors.As(err, &blocked) {
+		return blocked.Error()
 	}
 	var netErr net.Error
 	var tlsErr *tls.CertificateVerificationError

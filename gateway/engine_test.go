@@ -73,6 +73,7 @@ func (rc *receiver) request(i int) received {
 func engineEnv(t *testing.T, edit func(*config.Config)) *env {
 	return newEnvWith(t, func(c *config.Config) {
 		c.Security.RequireHTTPS = false
+		c.Security.AllowPrivateNetworks = true // the subscribers are on loopback
 		c.Delivery.Jitter = 0
 		c.Delivery.Timeout = 2 * time.Second
 		if edit != nil {
@@ -537,6 +538,7 @@ func TestTimeoutAndResetAreFailures(t *testing.T) {
 func TestSlowSubscriberDoesNotStallOthers(t *testing.T) {
 	e := newEnvWith(t, func(c *config.Config) {
 		c.Security.RequireHTTPS = false
+		c.Security.AllowPrivateNetworks = true
 		c.Delivery.Timeout = 30 * time.Second
 	}, func(o *gatewayOptions) {
 		o.PollInterval = 5 * time.Millisecond

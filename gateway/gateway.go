@@ -102,7 +102,7 @@ func New(opts Options) (*Gateway, error) {
 	opts.PerSubscription = cmp.Or(opts.PerSubscription, 16)
 	opts.PollInterval = cmp.Or(opts.PollInterval, time.Second)
 	opts.QuickRetryWait = cmp.Or(opts.QuickRetryWait, time.Second)
-	deliverer := newDeliverer(opts.Config.Delivery, opts.Plugins, g.now, opts.QuickRetryWait)
+	deliverer := newDeliverer(opts.Config.Delivery, opts.Config.Security, opts.Plugins, g.now, opts.QuickRetryWait)
 	g.dispatch = newDispatcher(opts.Store, deliverer, opts.Config.Delivery, g.now, g.log, opts)
 	g.ingestBatch = newBatcher(4096, func(evs []*store.Event) int { return len(evs) },
 		func(ctx context.Context, reqs [][]*store.Event) ([][]store.IngestResult, error) {
