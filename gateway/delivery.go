@@ -149,7 +149,9 @@ func (d *deliverer) deliver(ctx context.Context, claim *store.Claim) *store.Outc
 		o.NextAttemptAt = d.nextAttempt(claim.Delivery.Step, 0)
 		return o
 	}
-	req, err := retryablehttp.NewRequestWithContext(context.WithValue(ctx, roundKey{}, r), http.MethodPost, sub.URL, r.body)
+	// Plugins that make requests of their own (oauth2) get the delivery client: same rules.
+	ctx = plugins.WithClient(context.WithValue(ctx, roundKey{}, r), d.client.HTTPClient)
+	req, err := retryablehttp.NewRequestWithContext(ctx, http.MethodPost, sub.URL, r.body)
 	if err != nil {
 		o.Attempts = []store.Attempt{{At: d.now().UTC(), Error: "bad target URL: " + err.Error()}}
 		o.Reason = "bad target URL"
@@ -226,6 +228,11 @@ func (d *deliverer) checkRetry(ctx context.Context, resp *http.Response, err err
 		a.ResponseBody, _ = io.ReadAll(io.LimitReader(resp.Body, responseBodyLimit))
 		if len(a.ResponseBody) == 0 {
 			a.ResponseBody = nil
+		}
+		for _, p := range r.chain {
+			if o, ok := p.(plugins.ResponseObserver); ok {
+				o.Observe(resp.Request, resp)
+			}
 		}
 	}
 	r.attempts = append(r.attempts, a)

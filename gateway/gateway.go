@@ -127,6 +127,7 @@ func New(opts Options) (*Gateway, error) {
 		ReadTimeout:           30 * time.Second,
 		WriteTimeout:          30 * time.Second,
 		IdleTimeout:           120 * time.Second,
+		ReadBufferSize:        16 << 10, // the request line and headers: more is 431
 		ErrorHandler:          g.handleError,
 		JSONEncoder:           json.Marshal,
 		JSONDecoder:           json.Unmarshal,

@@ -263,3 +263,9 @@ func keys(t *testing.T, body []byte) []string {
 	}
 	return out
 }
+
+// subscription and plugin name the store's types in tests that write to the store directly.
+type (
+	subscription = store.Subscription
+	plugin       = store.Plugin
+)

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/http"
 	"sort"
+	"time"
 
 	"gopkg.in/yaml.v3"
 
@@ -90,4 +91,32 @@ func (r *Registry) New(name string, cfg *yaml.Node) (Plugin, error) {
 func (r *Registry) Check(name string, cfg *yaml.Node) error {
 	_, err := r.New(name, cfg)
 	return err
+}
+
+// ResponseObserver is a Plugin that wants to see the answer to each attempt it prepared:
+// oauth2 drops its cached token on a 401. Observe must be safe for concurrent use.
+type ResponseObserver interface {
+	Observe(req *http.Request, resp *http.Response)
+}
+
+type clientKey struct{}
+
+// WithClient returns ctx carrying the HTTP client deliveries use. A plugin that makes requests
+// of its own (oauth2 fetching a token) takes it from the context it is applied with, so that
+// they keep the delivery rules: the SSRF guard, no redirects, no environment proxy.
+func WithClient(ctx context.Context, c *http.Client) context.Context {
+	return context.WithValue(ctx, clientKey{}, c)
+}
+
+// ClientFrom returns the client WithClient put in ctx. Without one it returns a client that
+// follows no redirects and uses no proxy.
+func ClientFrom(ctx context.Context) *http.Client {
+	if c, ok := ctx.Value(clientKey{}).(*http.Client); ok && c != nil {
+		return c
+	}
+	return &http.Client{
+		Transport:     &http.Transport{Proxy: nil},
+		Timeout:       15 * time.Second,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
 }
