@@ -193,3 +193,14 @@ func TestNotYAML(t *testing.T) {
 		}
 	}
 }
+
+// A value that cannot be decoded into a string field is not repeated: it may be a secret.
+func TestStringProblemsDoNotShowTheValue(t *testing.T) {
+	_, err := config.Parse([]byte("admin:\n  tokens: [!!int secret-token-value]\n"), env(nil), nil)
+	if err == nil {
+		t.Fatal("a !!int-tagged word was accepted")
+	}
+	if strings.Contains(err.Error(), "secret-token-value") {
+		t.Fatalf("the value is in the problem: %v", err)
+	}
+}

@@ -159,6 +159,11 @@ func decodeValue(n *yaml.Node, v reflect.Value, path string, ps *Problems) {
 		}
 		target := reflect.New(v.Type())
 		if err := n.Decode(target.Interface()); err != nil {
+			if v.Kind() == reflect.String {
+				// Strings hold secrets: never repeat the value (only an odd tag gets here).
+				ps.Add(path, "must be a string (not a %s)", strings.TrimPrefix(n.ShortTag(), "!!"))
+				return
+			}
 			ps.Add(path, "must be %s, not %q", describeKind(v.Type()), n.Value)
 			return
 		}

@@ -2,6 +2,9 @@ package gateway_test
 
 import (
 	"bytes"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/base64"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -11,6 +14,7 @@ import (
 	"testing"
 
 	"github.com/webhookgw/gateway/config"
+	"github.com/webhookgw/gateway/plugins/builtin"
 )
 
 // The oauth2 plugin end to end: a token fetched once and reused; a target that starts refusing
@@ -162,4 +166,42 @@ func TestInboundLimits(t *testing.T) {
 		t.Fatalf("64 KiB of headers: %d, want 431", resp.StatusCode)
 	}
 	expectProblem(t, e.doAs("", "POST", "/v1/events", `{"type": "task.state.updated", "pad": "`+strings.Repeat("x", 2<<20)+`"}`), 413)
+}
+
+// Plugins declared in gateway.yaml sign and authenticate real deliveries: the receiver checks
+// the Standard Webhooks signature with the standard library only.
+func TestDeclaredPluginsOnTheWire(t *testing.T) {
+	e := engineEnv(t, nil)
+	const secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+	rc := newReceiver(t, nil)
+	cfg, err := config.Parse([]byte(`
+security: { require_https: false, allow_private_networks: true }
+subscriptions:
+  - id: billing
+    url: `+rc.URL+`/hooks
+    plugins:
+      - name: headers
+        config: { X-Team: billing }
+      - name: hmac
+        config: { secret: "${WHSEC}" }
+`), func(k string) (string, bool) { return secret, k == "WHSEC" }, builtin.Registry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.gw.SyncSubscriptions(t.Context(), cfg); err != nil {
+		t.Fatal(err)
+	}
+	e.post(t, `{"id": "y1", "type": "task.state.updated", "n": 1}`)
+	eventually(t, "delivered", func() bool { return rc.count() > 0 })
+	got := rc.request(0)
+	key, _ := base64.StdEncoding.DecodeString(strings.TrimPrefix(secret, "whsec_"))
+	mac := hmac.New(sha256.New, key)
+	fmt.Fprintf(mac, "%s.%s.", got.header.Get("Webhook-Id"), got.header.Get("Webhook-Timestamp"))
+	mac.Write(got.body)
+	if want := "v1," + base64.StdEncoding.EncodeToString(mac.Sum(nil)); got.header.Get("Webhook-Signature") != want {
+		t.Fatalf("webhook-signature %q, want %q", got.header.Get("Webhook-Signature"), want)
+	}
+	if got.header.Get("X-Team") != "billing" {
+		t.Fatalf("X-Team %q", got.header.Get("X-Team"))
+	}
 }
