@@ -204,3 +204,11 @@ func TestStringProblemsDoNotShowTheValue(t *testing.T) {
 		t.Fatalf("the value is in the problem: %v", err)
 	}
 }
+
+// A value that lost its colon becomes a key: the problem shows only its first word.
+func TestUnknownKeyDoesNotEchoAValue(t *testing.T) {
+	_, err := config.Parse([]byte("subscriptions:\n  - id: a\n    url: https://example.com\n    plugins:\n      - name: bearer\n        config: {token whsec_SUPERSECRETVALUE}\n"), env(nil), builtin.Registry())
+	if err == nil || strings.Contains(err.Error(), "SUPERSECRET") || !strings.Contains(err.Error(), "config.token…") {
+		t.Fatalf("%v", err)
+	}
+}

@@ -187,7 +187,7 @@ func decodeStruct(n *yaml.Node, v reflect.Value, path string, ps *Problems) {
 		seen[key] = true
 		idx, ok := fields[key]
 		if !ok {
-			ps.Add(joinPath(path, key), "unknown key (known keys: %s)", strings.Join(sortedKeys(fields), ", "))
+			ps.Add(joinPath(path, shownKey(key)), "unknown key (known keys: %s)", strings.Join(sortedKeys(fields), ", "))
 			continue
 		}
 		decodeValue(n.Content[i+1], v.FieldByIndex(idx), joinPath(path, key), ps)
@@ -220,6 +220,18 @@ func yamlFields(t reflect.Type) map[string][]int {
 		fields[name] = []int{i}
 	}
 	return fields
+}
+
+// shownKey is a key as a problem may show it: a key with a space in it, or a long one, is
+// likely a value that lost its colon ("secret whsec_…"), so only its first word is shown.
+func shownKey(key string) string {
+	if i := strings.IndexAny(key, " \t\n"); i >= 0 {
+		return key[:i] + "…"
+	}
+	if len(key) > 40 {
+		return key[:16] + "…"
+	}
+	return key
 }
 
 func sortedKeys(m map[string][]int) []string {

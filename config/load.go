@@ -16,9 +16,11 @@ const (
 	EnvListen = "GATEWAY_LISTEN" // overrides listen
 )
 
-// PluginChecker checks a plugin's name and configuration. A *plugins.Registry is one.
+// PluginChecker checks a plugin's name and configuration. A *plugins.Registry is one. It
+// returns the URLs the plugin sends requests to of its own (an oauth2 token_url), which must
+// pass the same rules as delivery targets.
 type PluginChecker interface {
-	Check(name string, cfg *yaml.Node) error
+	Check(name string, cfg *yaml.Node) (urls []string, err error)
 }
 
 // Load reads the file at path and returns its configuration, checked with Validate. The error

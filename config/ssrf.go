@@ -5,6 +5,8 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+
+	"golang.org/x/net/idna"
 )
 
 // BlockedError is why a delivery target's address is refused: its text is what the attempt log
@@ -45,6 +47,11 @@ var blockedRanges = []struct {
 	{netip.MustParsePrefix("100::/64"), "a discard-only address"},
 	{netip.MustParsePrefix("2001::/32"), "a Teredo address (it embeds an IPv4 address)"},
 	{netip.MustParsePrefix("2001:db8::/32"), "a documentation address"},
+	{netip.MustParsePrefix("2001:2::/48"), "a benchmarking address"},
+	{netip.MustParsePrefix("2001:10::/28"), "an ORCHID address"},
+	{netip.MustParsePrefix("2001:20::/28"), "an ORCHIDv2 address"},
+	{netip.MustParsePrefix("3fff::/20"), "a documentation address"},
+	{netip.MustParsePrefix("::ffff:0:0:0/96"), "an IPv4-translated address (it embeds an IPv4 address)"},
 	{netip.MustParsePrefix("2002::/16"), "a 6to4 address (it embeds an IPv4 address)"},
 	{netip.MustParsePrefix("fc00::/7"), "a unique local (ULA) address"},
 	{netip.MustParsePrefix("fe80::/10"), "a link-local address"},
@@ -73,8 +80,14 @@ func (s Security) CheckAddr(addr netip.Addr) error {
 			return &BlockedError{Addr: addr.String(), Reason: b.reason}
 		}
 	}
+	if addr.Is6() && !globalUnicast.Contains(addr) {
+		return &BlockedError{Addr: addr.String(), Reason: "outside the global unicast range (2000::/3)"}
+	}
 	return nil
 }
+
+// globalUnicast is the only IPv6 range deliveries may reach; the ranges above cut into it.
+var globalUnicast = netip.MustParsePrefix("2000::/3")
 
 // hostAddr returns the address a URL host names literally: an IP in any form a resolver might
 // accept (dotted decimal, IPv6, or the inet_aton forms: 2130706433, 0x7f.1, 017700000001),
@@ -82,6 +95,11 @@ func (s Security) CheckAddr(addr netip.Addr) error {
 // the standard form.
 func hostAddr(host string) (addr netip.Addr, ok, canonical bool) {
 	host = strings.TrimSuffix(strings.ToLower(strings.Trim(host, "[]")), ".")
+	// What the transport will look up: "１２７.０.０.１" is 127.0.0.1 to it (IDNA mapping).
+	if ascii, err := idna.Lookup.ToASCII(host); err == nil && ascii != host {
+		a, ok, _ := hostAddr(ascii)
+		return a, ok, false
+	}
 	if host == "localhost" || strings.HasSuffix(host, ".localhost") {
 		return netip.MustParseAddr("127.0.0.1"), true, true
 	}

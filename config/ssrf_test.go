@@ -146,3 +146,20 @@ func FuzzHostAddr(f *testing.F) {
 		}
 	})
 }
+
+func TestGuardReviewFindings(t *testing.T) {
+	var sec Security
+	for _, a := range []string{"::ffff:0:7f00:1", "fec0::1", "2001:2::1", "3fff::1", "4000::1", "::2", "2001:10::1"} {
+		if sec.CheckAddr(netip.MustParseAddr(a)) == nil {
+			t.Errorf("%s not blocked", a)
+		}
+	}
+	for _, u := range []string{"http://１２７.０.０.１/", "http://ⓛⓞⓒⓐⓛⓗⓞⓢⓣ:8/"} {
+		if err := (Security{}).CheckURL(u); err == nil {
+			t.Errorf("%s accepted at registration", u)
+		}
+	}
+	if err := (Security{}).CheckURL("https://bücher.example/hooks"); err != nil {
+		t.Errorf("an IDN host refused: %v", err)
+	}
+}

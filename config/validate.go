@@ -151,12 +151,17 @@ func (c *Config) Validate(plugins PluginChecker) error {
 			if plugins == nil {
 				continue
 			}
-			if err := plugins.Check(p.Name, &p.Config); err != nil {
-				var pps Problems
-				if errors.As(err, &pps) {
-					ps = append(ps, pps.Prefix(ppath+".config")...)
-				} else {
-					ps.Add(ppath, "%v", err)
+			urls, err := plugins.Check(p.Name, &p.Config)
+			var pps Problems
+			switch {
+			case errors.As(err, &pps):
+				ps = append(ps, pps.Prefix(ppath+".config")...)
+			case err != nil:
+				ps.Add(ppath, "%v", err)
+			}
+			for _, u := range urls {
+				if err := c.Security.CheckURL(u); err != nil {
+					ps.Add(ppath+".config", "the plugin's URL %s", err)
 				}
 			}
 		}

@@ -32,7 +32,6 @@ const responseBodyLimit = 1024
 type deliverer struct {
 	client    *retryablehttp.Client
 	cfg       config.Delivery
-	security  config.Security
 	plugins   *plugins.Registry
 	now       func() time.Time
 	userAgent string
@@ -48,10 +47,25 @@ type pluginChain struct {
 	err     error
 }
 
-// transport hides CloseIdleConnections: retryablehttp calls it on the shared client whenever
-// a delivery gives up, which would drop every subscriber's keep-alive connections for one
+// transport holds every request the delivery client makes (to targets, and plugins' own) to
+// security.require_https and allowed_hosts; the dialer holds them to the address rules. It
+// also hides CloseIdleConnections: retryablehttp calls it on the shared client whenever a
+// delivery gives up, which would drop every subscriber's keep-alive connections for one
 // subscriber's failure.
-type transport struct{ http.RoundTripper }
+type transport struct {
+	rt  http.RoundTripper
+	sec config.Security
+}
+
+func (t transport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.URL.Scheme != "https" && t.sec.RequireHTTPS {
+		return nil, &config.BlockedError{Addr: req.URL.Host, Reason: "not reached over https:// (security.require_https)"}
+	}
+	if !t.sec.HostAllowed(req.URL.Hostname()) {
+		return nil, &config.BlockedError{Addr: req.URL.Hostname(), Reason: "not in security.allowed_hosts"}
+	}
+	return t.rt.RoundTrip(req)
+}
 
 // newDeliverer returns a deliverer; quickWait is the first quick-retry wait (doubled each
 // retry, at most 8 times it).
@@ -86,7 +100,6 @@ func newDeliverer(cfg config.Delivery, sec config.Security, reg *plugins.Registr
 	}
 	d := &deliverer{
 		cfg:       cfg,
-		security:  sec,
 		plugins:   reg,
 		now:       now,
 		userAgent: "webhook-gateway/" + Version,
@@ -94,7 +107,7 @@ func newDeliverer(cfg config.Delivery, sec config.Security, reg *plugins.Registr
 	}
 	d.client = &retryablehttp.Client{
 		HTTPClient: &http.Client{
-			Transport: transport{base},
+			Transport: transport{rt: base, sec: sec},
 			Timeout:   cfg.Timeout,
 			// Redirects are never followed: a 3xx is the attempt's answer, and a failure.
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
@@ -142,13 +155,6 @@ func (d *deliverer) deliver(ctx context.Context, claim *store.Claim) *store.Outc
 		return o
 	}
 	r.chain = chain
-	if err := d.checkTarget(sub.URL); err != nil {
-		// The rules changed since the target was registered.
-		o.Attempts = []store.Attempt{{At: d.now().UTC(), Error: err.Error()}}
-		o.Reason = err.Error()
-		o.NextAttemptAt = d.nextAttempt(claim.Delivery.Step, 0)
-		return o
-	}
 	// Plugins that make requests of their own (oauth2) get the delivery client: same rules.
 	ctx = plugins.WithClient(context.WithValue(ctx, roundKey{}, r), d.client.HTTPClient)
 	req, err := retryablehttp.NewRequestWithContext(ctx, http.MethodPost, sub.URL, r.body)
@@ -346,22 +352,6 @@ func (d *deliverer) chain(sub *store.Subscription) ([]plugins.Plugin, error) {
 	d.chains[sub.ID] = c
 	d.mu.Unlock()
 	return c.plugins, c.err
-}
-
-// checkTarget applies the rules a target was registered under again, at delivery: the
-// configuration may have changed since (the dialer checks the address itself).
-func (d *deliverer) checkTarget(raw string) error {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return fmt.Errorf("bad target URL: %w", err)
-	}
-	if u.Scheme != "https" && d.security.RequireHTTPS {
-		return errors.New("blocked: the target is not https:// (security.require_https)")
-	}
-	if !d.security.HostAllowed(u.Hostname()) {
-		return fmt.Errorf("blocked: host %q is not in security.allowed_hosts", u.Hostname())
-	}
-	return nil
 }
 
 // errorText says what went wrong with an attempt that got no answer, without the URL (whose

@@ -153,19 +153,27 @@ func (l *lockedWriter) Write(p []byte) (int, error) {
 }
 
 func TestInboundLimits(t *testing.T) {
-	e := newEnv(t, nil)
-	req, _ := http.NewRequest("GET", e.base+"/v1/webhooks", nil)
-	req.Header.Set("Authorization", "Bearer "+adminToken)
-	req.Header.Set("X-Huge", strings.Repeat("a", 64<<10))
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
+	e := newEnv(t, func(c *config.Config) { c.Ingest.MaxBodyBytes = 1 << 10 })
+	get := func(header int) (int, error) {
+		req, _ := http.NewRequest("GET", e.base+"/v1/webhooks", nil)
+		req.Header.Set("Authorization", "Bearer "+adminToken)
+		req.Header.Set("X-Pad", strings.Repeat("a", header))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return 0, err
+		}
+		resp.Body.Close()
+		return resp.StatusCode, nil
 	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
-		t.Fatalf("64 KiB of headers: %d, want 431", resp.StatusCode)
+	if code, err := get(8 << 10); err != nil || code != http.StatusOK {
+		t.Fatalf("8 KiB of headers: %d %v, want 200", code, err)
 	}
-	expectProblem(t, e.doAs("", "POST", "/v1/events", `{"type": "task.state.updated", "pad": "`+strings.Repeat("x", 2<<20)+`"}`), 413)
+	// Past 16 KiB the server refuses: a 431, or (when it closes before reading all that was
+	// sent) a reset connection. Either way nothing is served.
+	if code, err := get(64 << 10); err == nil && code != http.StatusRequestHeaderFieldsTooLarge {
+		t.Fatalf("64 KiB of headers: %d, want 431 or a refused connection", code)
+	}
+	expectProblem(t, e.doAs("", "POST", "/v1/events", `{"type": "task.state.updated", "pad": "`+strings.Repeat("x", 2<<10)+`"}`), 413)
 }
 
 // Plugins declared in gateway.yaml sign and authenticate real deliveries: the receiver checks
@@ -203,5 +211,44 @@ subscriptions:
 	}
 	if got.header.Get("X-Team") != "billing" {
 		t.Fatalf("X-Team %q", got.header.Get("X-Team"))
+	}
+}
+
+// A plugin's own URL (oauth2's token_url) is held to the target rules wherever it is set.
+func TestPluginURLsFollowTheTargetRules(t *testing.T) {
+	bad := `{"name": "oauth2", "config": {"token_url": "http://auth.example.com/token", "client_id": "a", "client_secret": "b"}}`
+	e := newEnv(t, nil) // require_https
+	expectProblem(t, e.do("POST", "/v1/webhooks", `{"url": "https://example.com", "plugins": [`+bad+`]}`), 400, "plugins[0].config")
+	private := `{"name": "oauth2", "config": {"token_url": "https://10.0.0.1/token", "client_id": "a", "client_secret": "b"}}`
+	expectProblem(t, e.do("POST", "/v1/webhooks", `{"url": "https://example.com", "plugins": [`+private+`]}`), 400, "plugins[0].config")
+	_, err := config.Parse([]byte(`
+security: { allowed_hosts: ["*.example.com"] }
+subscriptions:
+  - id: a
+    url: https://hooks.example.com/
+    plugins:
+      - name: oauth2
+        config: { token_url: "https://auth.elsewhere.test/token", client_id: a, client_secret: b }
+`), func(string) (string, bool) { return "", false }, builtin.Registry())
+	if err == nil || !strings.Contains(err.Error(), "subscriptions[0].plugins[0].config: the plugin's URL host") {
+		t.Fatalf("validate: %v", err)
+	}
+	// And when the request is made: a token_url the rules refuse by now is not asked.
+	e2 := engineEnv(t, func(c *config.Config) { c.Security.AllowedHosts = []string{"hooks.example.com"} })
+	tokens := newReceiver(t, nil)
+	declare(t, e2, "oauth", "http://203.0.113.10/hooks")
+	if _, err := e2.store.UpdateSubscription(t.Context(), "oauth", func(s *subscription) error {
+		s.Plugins = []plugin{{Name: "oauth2", Config: "token_url: " + tokens.URL + "\nclient_id: a\nclient_secret: b\n"}}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	e2.post(t, `{"id": "u1", "type": "task.state.updated"}`)
+	eventually(t, "attempted", func() bool { return e2.deliveryOf(t, "u1")["attempts"].(float64) >= 1 })
+	if msg, _ := e2.deliveryOf(t, "u1")["lastError"].(string); !strings.Contains(msg, "not in security.allowed_hosts") {
+		t.Fatalf("lastError %q", msg)
+	}
+	if tokens.count() != 0 {
+		t.Fatal("the token endpoint was asked past allowed_hosts")
 	}
 }

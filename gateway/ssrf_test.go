@@ -76,13 +76,18 @@ func TestEnvironmentProxyIsNotUsed(t *testing.T) {
 		t.Setenv(v, proxy.URL)
 	}
 	t.Setenv("NO_PROXY", "")
-	e := guardedEnv(t)
+	// The proxy is on loopback, which the guard would refuse: allow it, so that only not
+	// using the proxy at all keeps the delivery from it.
+	e := guardedEnv(t, "127.0.0.0/8", "::1/128")
 	// A name that does not resolve: only a proxy could deliver it.
 	declare(t, e, "via-proxy", "http://delivery-target.invalid/hooks")
 	e.post(t, `{"id": "p1", "type": "task.state.updated"}`)
 	eventually(t, "attempted", func() bool { return e.deliveryOf(t, "p1")["attempts"].(float64) >= 1 })
 	if proxied.Load() != 0 {
 		t.Fatal("the delivery went through the environment's proxy")
+	}
+	if msg, _ := e.deliveryOf(t, "p1")["lastError"].(string); strings.Contains(msg, "blocked") {
+		t.Fatalf("lastError %q: the guard, not the transport, kept the proxy out", msg)
 	}
 }
 

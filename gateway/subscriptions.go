@@ -162,8 +162,14 @@ func (g *Gateway) checkPlugins(reqs []pluginRequest) ([]store.Plugin, []FieldErr
 		}
 		node, err := jsonNode(p.Config)
 		var text string
+		var urls []string
 		if err == nil {
-			err = g.plugins.Check(p.Name, node)
+			urls, err = g.plugins.Check(p.Name, node)
+		}
+		for _, u := range urls {
+			if uerr := g.cfg.Security.CheckURL(u); uerr != nil {
+				errs = append(errs, FieldError{Field: path + ".config", Message: "the plugin's URL " + uerr.Error()})
+			}
 		}
 		if err == nil {
 			text, err = nodeText(node)

@@ -5,10 +5,10 @@ package plugins
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"sort"
-	"time"
 
 	"gopkg.in/yaml.v3"
 
@@ -87,10 +87,24 @@ func (r *Registry) New(name string, cfg *yaml.Node) (Plugin, error) {
 	return f(cfg)
 }
 
-// Check reports whether New would succeed. Factories do no I/O, so this is cheap.
-func (r *Registry) Check(name string, cfg *yaml.Node) error {
-	_, err := r.New(name, cfg)
-	return err
+// Check reports whether New would succeed, and returns the URLs the plugin sends requests to
+// (see Requester). Factories do no I/O, so this is cheap.
+func (r *Registry) Check(name string, cfg *yaml.Node) ([]string, error) {
+	p, err := r.New(name, cfg)
+	if err != nil {
+		return nil, err
+	}
+	if rq, ok := p.(Requester); ok {
+		return rq.RequestURLs(), nil
+	}
+	return nil, nil
+}
+
+// Requester is a Plugin that sends requests of its own. Its URLs are held to the rules of
+// delivery targets (security.require_https, allowed_hosts, no private addresses) when its
+// configuration is loaded, as they are when the requests are made.
+type Requester interface {
+	RequestURLs() []string
 }
 
 // ResponseObserver is a Plugin that wants to see the answer to each attempt it prepared:
@@ -109,14 +123,16 @@ func WithClient(ctx context.Context, c *http.Client) context.Context {
 }
 
 // ClientFrom returns the client WithClient put in ctx. Without one it returns a client that
-// follows no redirects and uses no proxy.
+// refuses every request: a plugin's requests go under the delivery rules or not at all.
 func ClientFrom(ctx context.Context) *http.Client {
 	if c, ok := ctx.Value(clientKey{}).(*http.Client); ok && c != nil {
 		return c
 	}
-	return &http.Client{
-		Transport:     &http.Transport{Proxy: nil},
-		Timeout:       15 * time.Second,
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-	}
+	return &http.Client{Transport: refuse{}}
+}
+
+type refuse struct{}
+
+func (refuse) RoundTrip(*http.Request) (*http.Response, error) {
+	return nil, errors.New("plugins: no delivery client in the context")
 }

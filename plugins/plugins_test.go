@@ -126,14 +126,14 @@ func TestBuiltinConfigsAreStrict(t *testing.T) {
 		{"headers", "{'Bad Name': x}", "Bad Name"},
 	}
 	for _, c := range cases {
-		err := reg.Check(c.name, node(t, c.config))
+		_, err := reg.Check(c.name, node(t, c.config))
 		var ps config.Problems
 		if !errors.As(err, &ps) || ps[0].Path != c.path {
 			t.Errorf("%s %s: got %v, want a problem at %q", c.name, c.config, err, c.path)
 		}
 	}
 	// No config at all is a clear problem, not a panic.
-	if err := reg.Check("bearer", nil); err == nil {
+	if _, err := reg.Check("bearer", nil); err == nil {
 		t.Error("bearer without config accepted")
 	}
 }

@@ -303,7 +303,7 @@ func TestConfigProblems(t *testing.T) {
 		if c.config != "" {
 			n = node(t, c.config)
 		}
-		err := reg.Check(hmac.Name, n)
+		_, err := reg.Check(hmac.Name, n)
 		var ps config.Problems
 		if !errors.As(err, &ps) {
 			t.Errorf("%s: got %v, want config.Problems", c.name, err)

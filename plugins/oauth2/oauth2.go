@@ -5,6 +5,7 @@ package oauth2
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -34,11 +35,16 @@ type Plugin struct {
 
 	mu    sync.Mutex // held while fetching, so concurrent attempts share one fetch
 	token *xoauth2.Token
+	// refetched marks a token fetched because the target refused the one before: a 401 for
+	// it does not make the plugin fetch again (a target that refuses every token would
+	// otherwise have the token endpoint asked on every attempt). A success clears it.
+	refetched bool
 }
 
 var (
 	_ plugins.Plugin           = (*Plugin)(nil)
 	_ plugins.ResponseObserver = (*Plugin)(nil)
+	_ plugins.Requester        = (*Plugin)(nil)
 )
 
 // New returns the plugin for cfg, or an error saying what is wrong with it. It fetches nothing.
@@ -68,8 +74,13 @@ func New(cfg Config) (*Plugin, error) {
 		ClientSecret: cfg.ClientSecret,
 		TokenURL:     cfg.TokenURL,
 		Scopes:       cfg.Scopes,
+		// HTTP Basic only: the secret never goes in a form body, even to retry.
+		AuthStyle: xoauth2.AuthStyleInHeader,
 	}}, nil
 }
+
+// RequestURLs returns the token_url, which is held to the rules of delivery targets.
+func (p *Plugin) RequestURLs() []string { return []string{p.cc.TokenURL} }
 
 // Factory makes the plugin from its configuration.
 var Factory = plugins.Typed(New)
@@ -82,7 +93,7 @@ func (p *Plugin) Apply(ctx context.Context, req *http.Request, _ []byte) error {
 	if !p.token.Valid() {
 		tok, err := p.cc.Token(context.WithValue(ctx, xoauth2.HTTPClient, plugins.ClientFrom(ctx)))
 		if err != nil {
-			return fmt.Errorf("oauth2: fetching a token from the token_url: %w", err)
+			return fetchError(err)
 		}
 		p.token = tok
 	}
@@ -91,14 +102,34 @@ func (p *Plugin) Apply(ctx context.Context, req *http.Request, _ []byte) error {
 }
 
 // Observe drops the cached token when the target refused it with a 401, so that the next
-// attempt fetches a new one (once: a token fetched after the 401 is not dropped for it).
+// attempt fetches a new one; once: the token fetched for a 401 is kept through a second one,
+// until a success or its expiry.
 func (p *Plugin) Observe(req *http.Request, resp *http.Response) {
-	if resp == nil || resp.StatusCode != http.StatusUnauthorized {
+	if resp == nil {
 		return
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.token != nil && req.Header.Get("Authorization") == p.token.Type()+" "+p.token.AccessToken {
-		p.token = nil
+	current := p.token != nil && req.Header.Get("Authorization") == p.token.Type()+" "+p.token.AccessToken
+	switch {
+	case !current:
+	case resp.StatusCode >= 200 && resp.StatusCode <= 299:
+		p.refetched = false
+	case resp.StatusCode == http.StatusUnauthorized && !p.refetched:
+		p.token, p.refetched = nil, true
 	}
+}
+
+// fetchError says why a token could not be had without the token_url (its query may hold a
+// secret) or the endpoint's answer.
+func fetchError(err error) error {
+	var re *xoauth2.RetrieveError
+	if errors.As(err, &re) && re.Response != nil {
+		return fmt.Errorf("oauth2: the token endpoint answered HTTP %d", re.Response.StatusCode)
+	}
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		err = ue.Err
+	}
+	return fmt.Errorf("oauth2: fetching a token: %v", err)
 }

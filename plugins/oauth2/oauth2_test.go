@@ -156,3 +156,40 @@ func TestConfigIsStrict(t *testing.T) {
 		}
 	}
 }
+
+// A target that refuses every token costs one extra fetch, not one per attempt; a success
+// re-arms the refetch.
+func TestRefusedTokensAreFetchedAgainOnce(t *testing.T) {
+	ts := newTokenServer(t, 3600)
+	p := newPlugin(t, ts.URL)
+	for i := 0; i < 5; i++ {
+		req := apply(t, p)
+		p.Observe(req, &http.Response{StatusCode: http.StatusUnauthorized})
+	}
+	if n := ts.issued.Load(); n != 2 {
+		t.Fatalf("%d fetches for five refused attempts, want 2", n)
+	}
+	req := apply(t, p)
+	p.Observe(req, &http.Response{StatusCode: http.StatusOK})
+	p.Observe(req, &http.Response{StatusCode: http.StatusUnauthorized})
+	apply(t, p)
+	if n := ts.issued.Load(); n != 3 {
+		t.Fatalf("after a success, a 401 gives %d fetches in all, want 3", n)
+	}
+}
+
+func TestFetchErrorsDoNotShowTheURLOrTheAnswer(t *testing.T) {
+	ts := newTokenServer(t, 3600)
+	p, _ := oauth2.New(oauth2.Config{TokenURL: ts.URL + "/t?api_key=QUERYSECRET", ClientID: "gateway", ClientSecret: "wrong"})
+	err := p.Apply(plugins.WithClient(context.Background(), http.DefaultClient), httptest.NewRequest("POST", "https://t.example/", nil), nil)
+	if err == nil || strings.Contains(err.Error(), "QUERYSECRET") || strings.Contains(err.Error(), "invalid_client") || !strings.Contains(err.Error(), "HTTP 401") {
+		t.Fatalf("error %v", err)
+	}
+	if got := p.RequestURLs(); len(got) != 1 || got[0] != ts.URL+"/t?api_key=QUERYSECRET" {
+		t.Fatalf("RequestURLs %v", got)
+	}
+	// Without the delivery client in the context, nothing is sent.
+	if err := newPlugin(t, ts.URL).Apply(context.Background(), httptest.NewRequest("POST", "https://t.example/", nil), nil); err == nil {
+		t.Fatal("a token was fetched outside the delivery rules")
+	}
+}
