@@ -22,6 +22,7 @@ import (
 	"reflect"
 	"runtime/debug"
 	"syscall"
+	"time"
 
 	"github.com/mattn/go-isatty"
 
@@ -64,7 +65,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		if !ok {
 			return 2
 		}
-		if err := serve(path, explicit, stderr); err != nil {
+		if err := serve(path, explicit, stdout, stderr); err != nil {
 			fmt.Fprintln(stderr, "gateway:", err)
 			return 1
 		}
@@ -113,16 +114,20 @@ func configFlag(name string, args []string, stderr io.Writer) (path string, expl
 	return "gateway.yaml", false, true
 }
 
-func serve(path string, explicit bool, stderr io.Writer) error {
-	log := newLogger(stderr)
+func serve(path string, explicit bool, stdout, stderr io.Writer) error {
 	plugins := builtin.Registry()
 	cfg, err := config.Load(path, plugins)
+	usedDefault := false
 	if !explicit && errors.Is(err, fs.ErrNotExist) {
-		log.Warn("no gateway.yaml here; running with the default configuration (the shipped gateway.yaml)")
+		usedDefault = true
 		cfg, err = config.Parse(defaultConfig, os.LookupEnv, plugins)
 	}
 	if err != nil {
 		return err
+	}
+	log := newLogger(stdout, cfg.Telemetry.LogLevel)
+	if usedDefault {
+		log.Warn("no gateway.yaml here; running with the default configuration (the shipped gateway.yaml)")
 	}
 	if len(cfg.Admin.Tokens) == 0 {
 		token := generateToken()
@@ -139,11 +144,23 @@ func serve(path string, explicit bool, stderr io.Writer) error {
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
 
+	tp, stopTracing, err := gateway.NewTracerProvider(ctx, cfg.Telemetry, stdout)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		// Spans still buffered are sent before the process ends.
+		flushCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := stopTracing(flushCtx); err != nil {
+			log.Warn("flushing spans", "err", err)
+		}
+	}()
 	st, err := openStore(ctx, cfg.Store)
 	if err != nil {
 		return err
 	}
-	gw, err := gateway.New(gateway.Options{Config: cfg, Store: st, Plugins: plugins, Logger: log})
+	gw, err := gateway.New(gateway.Options{Config: cfg, Store: st, Plugins: plugins, Logger: log, TracerProvider: tp})
 	if err != nil {
 		return errors.Join(err, st.Close())
 	}
@@ -208,12 +225,15 @@ func openStore(ctx context.Context, cfg config.Store) (store.Store, error) {
 	return nil, fmt.Errorf("store.driver %q is not available in this build", cfg.Driver)
 }
 
-// newLogger logs JSON unless w is a terminal.
-func newLogger(w io.Writer) *slog.Logger {
+// newLogger logs JSON at level, or text when w is a terminal.
+func newLogger(w io.Writer, level string) *slog.Logger {
+	var l slog.Level
+	l.UnmarshalText([]byte(level)) // validated: debug, info, warn or error
+	opts := &slog.HandlerOptions{Level: l}
 	if f, ok := w.(*os.File); ok && isatty.IsTerminal(f.Fd()) {
-		return slog.New(slog.NewTextHandler(w, nil))
+		return slog.New(slog.NewTextHandler(w, opts))
 	}
-	return slog.New(slog.NewJSONHandler(w, nil))
+	return slog.New(slog.NewJSONHandler(w, opts))
 }
 
 func generateToken() string {

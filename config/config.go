@@ -106,6 +106,8 @@ type Telemetry struct {
 	ServiceName string  `yaml:"service_name"`
 	Traces      Traces  `yaml:"traces"`
 	Metrics     Metrics `yaml:"metrics"`
+	// LogLevel is the least level logged: debug, info, warn or error.
+	LogLevel string `yaml:"log_level"`
 }
 
 // Traces configures the OpenTelemetry trace exporter.
@@ -177,6 +179,7 @@ func Default() *Config {
 			ServiceName: "webhook-gateway",
 			Traces:      Traces{Exporter: "none", SampleRatio: 1},
 			Metrics:     Metrics{Prometheus: true},
+			LogLevel:    "info",
 		},
 	}
 }

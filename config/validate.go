@@ -111,6 +111,11 @@ func (c *Config) Validate(plugins PluginChecker) error {
 			ps.Add("telemetry.traces.endpoint", "must be an http:// or https:// URL, such as http://127.0.0.1:4318")
 		}
 	}
+	switch c.Telemetry.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		ps.Add("telemetry.log_level", "must be debug, info, warn or error, not %q", c.Telemetry.LogLevel)
+	}
 	if r := c.Telemetry.Traces.SampleRatio; r < 0 || r > 1 {
 		ps.Add("telemetry.traces.sample_ratio", "must be between 0 and 1")
 	}

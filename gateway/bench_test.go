@@ -1,16 +1,21 @@
 package gateway_test
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/webhookgw/gateway/config"
+	"github.com/webhookgw/gateway/gateway"
 )
 
 // BenchmarkIngestToDelivery measures events per second end to end: producers post over
@@ -23,14 +28,34 @@ func BenchmarkIngestToDelivery(b *testing.B) {
 		name      string
 		producers int
 		batch     int
+		tracing   bool
 	}{
-		{"single/producers=32", 32, 1},
-		{"batch100/producers=4", 4, 100},
+		{"single/producers=32", 32, 1, false},
+		{"batch100/producers=4", 4, 100, false},
+		{"single/producers=32/tracing", 32, 1, true},
+		{"batch100/producers=4/tracing", 4, 100, true},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
+			var tp trace.TracerProvider
+			if bc.tracing {
+				// Every span sampled and exported over OTLP/HTTP to a sink on loopback.
+				sink := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+					io.Copy(io.Discard, r.Body)
+					w.Header().Set("Content-Type", "application/x-protobuf")
+				}))
+				defer sink.Close()
+				tcfg := config.Default().Telemetry
+				tcfg.Traces.Exporter, tcfg.Traces.Endpoint, tcfg.Traces.SampleRatio = "otlp", sink.URL, 1
+				provider, stop, err := gateway.NewTracerProvider(context.Background(), tcfg, io.Discard)
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer stop(context.Background())
+				tp = provider
+			}
 			e := newEnvWith(b, func(c *config.Config) {
 				c.Security.RequireHTTPS, c.Security.AllowPrivateNetworks = false, true
-			}, nil)
+			}, func(o *gatewayOptions) { o.TracerProvider = tp })
 			var delivered atomic.Int64
 			done := make(chan struct{})
 			var once sync.Once

@@ -17,6 +17,10 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-retryablehttp"
+	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/webhookgw/gateway/config"
 	"github.com/webhookgw/gateway/plugins"
@@ -69,7 +73,7 @@ func (t transport) RoundTrip(req *http.Request) (*http.Response, error) {
 
 // newDeliverer returns a deliverer; quickWait is the first quick-retry wait (doubled each
 // retry, at most 8 times it).
-func newDeliverer(cfg config.Delivery, sec config.Security, reg *plugins.Registry, now func() time.Time, quickWait time.Duration) *deliverer {
+func newDeliverer(cfg config.Delivery, sec config.Security, reg *plugins.Registry, now func() time.Time, quickWait time.Duration, tp trace.TracerProvider) *deliverer {
 	dialer := &net.Dialer{
 		Timeout:   10 * time.Second,
 		KeepAlive: 30 * time.Second,
@@ -107,8 +111,13 @@ func newDeliverer(cfg config.Delivery, sec config.Security, reg *plugins.Registr
 	}
 	d.client = &retryablehttp.Client{
 		HTTPClient: &http.Client{
-			Transport: transport{rt: base, sec: sec},
-			Timeout:   cfg.Timeout,
+			// One client span per attempt (otelhttp), which also injects its traceparent.
+			Transport: transport{sec: sec, rt: otelhttp.NewTransport(spanTransport{base},
+				otelhttp.WithTracerProvider(tp),
+				otelhttp.WithPropagators(propagator),
+				otelhttp.WithSpanNameFormatter(func(_ string, r *http.Request) string { return r.Method }),
+			)},
+			Timeout: cfg.Timeout,
 			// Redirects are never followed: a 3xx is the attempt's answer, and a failure.
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 		},
@@ -135,7 +144,9 @@ type round struct {
 	attempts []store.Attempt
 	// retryAfter is the last 429/503 answer's Retry-After, for the durable retry.
 	retryAfter time.Duration
-	lastErr    error
+	// traceID is the trace of the attempt under way, set by spanTransport.
+	traceID string
+	lastErr error
 }
 
 type roundKey struct{}
@@ -156,6 +167,8 @@ func (d *deliverer) deliver(ctx context.Context, claim *store.Claim) *store.Outc
 	}
 	r.chain = chain
 	// Plugins that make requests of their own (oauth2) get the delivery client: same rules.
+	// The attempts' spans join the trace the event came with.
+	ctx = withTraceParent(ctx, claim.Event.TraceParent)
 	ctx = plugins.WithClient(context.WithValue(ctx, roundKey{}, r), d.client.HTTPClient)
 	req, err := retryablehttp.NewRequestWithContext(ctx, http.MethodPost, sub.URL, r.body)
 	if err != nil {
@@ -226,7 +239,7 @@ func (d *deliverer) checkRetry(ctx context.Context, resp *http.Response, err err
 	if r == nil {
 		return false, err
 	}
-	a := store.Attempt{At: r.start, Duration: time.Since(r.started)}
+	a := store.Attempt{At: r.start, Duration: time.Since(r.started), TraceID: r.traceID}
 	if err != nil {
 		a.Error = errorText(err)
 	} else {
@@ -352,6 +365,60 @@ func (d *deliverer) chain(sub *store.Subscription) ([]plugins.Plugin, error) {
 	d.chains[sub.ID] = c
 	d.mu.Unlock()
 	return c.plugins, c.err
+}
+
+// spanTransport runs under otelhttp's, inside the attempt's client span: it adds what otelhttp
+// does not set (the webhook.* attributes, http.request.resend_count, error.type for a 3xx) and
+// a url.full without query values, and notes the trace id for the attempt log.
+type spanTransport struct{ rt http.RoundTripper }
+
+func (t spanTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	span := trace.SpanFromContext(req.Context())
+	if r, ok := req.Context().Value(roundKey{}).(*round); ok && r != nil {
+		attempt := r.claim.Delivery.Attempts + len(r.attempts) + 1
+		attrs := []attribute.KeyValue{
+			attribute.String("url.full", redactedURL(req.URL)),
+			attribute.String("webhook.event.id", r.claim.Event.ID),
+			attribute.String("webhook.event.type", r.claim.Event.Type),
+			attribute.String("webhook.subscription.id", r.claim.Subscription.ID),
+			attribute.String("webhook.delivery.id", r.claim.Delivery.ID),
+			attribute.Int("webhook.attempt", attempt),
+		}
+		if attempt > 1 {
+			attrs = append(attrs, attribute.Int("http.request.resend_count", attempt-1))
+		}
+		span.SetAttributes(attrs...)
+		if sc := span.SpanContext(); sc.HasTraceID() {
+			r.traceID = sc.TraceID().String()
+		}
+	}
+	resp, err := t.rt.RoundTrip(req)
+	switch {
+	case err != nil:
+		var blocked *config.BlockedError
+		if errors.As(err, &blocked) {
+			span.SetAttributes(attribute.String("error.type", "blocked"))
+		}
+	case resp.StatusCode >= 300 && resp.StatusCode <= 399:
+		span.SetAttributes(attribute.String("error.type", strconv.Itoa(resp.StatusCode)))
+		span.SetStatus(codes.Error, "redirects are not followed")
+	}
+	return resp, err
+}
+
+// redactedURL is u without credentials and with every query value replaced: a query may hold
+// a secret.
+func redactedURL(u *url.URL) string {
+	c := *u
+	c.User = nil
+	if c.RawQuery != "" {
+		q := c.Query()
+		for k := range q {
+			q[k] = []string{"REDACTED"}
+		}
+		c.RawQuery = q.Encode()
+	}
+	return c.String()
 }
 
 // errorText says what went wrong with an attempt that got no answer, without the URL (whose

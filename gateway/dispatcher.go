@@ -4,7 +4,10 @@ import (
 	"context"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
+
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/webhookgw/gateway/config"
 	"github.com/webhookgw/gateway/store"
@@ -32,6 +35,9 @@ type dispatcher struct {
 
 	wakeC chan struct{}
 	freed chan struct{}
+	// running is true while run claims deliveries (readyz asks).
+	running atomic.Bool
+	metrics *metrics
 
 	mu        sync.Mutex
 	inFlight  map[string]int            // rounds in flight, by subscription
@@ -44,7 +50,7 @@ type dispatcher struct {
 	wg        sync.WaitGroup
 }
 
-func newDispatcher(st store.Store, d *deliverer, cfg config.Delivery, now func() time.Time, log *slog.Logger, opts Options) *dispatcher {
+func newDispatcher(st store.Store, d *deliverer, cfg config.Delivery, now func() time.Time, log *slog.Logger, m *metrics, opts Options) *dispatcher {
 	// A round is at most quick_retries+1 attempts with waits between them. The lease outlasts a
 	// round and the one a held claim waits behind, with room to spare.
 	round := time.Duration(cfg.QuickRetries+1) * (cfg.Timeout + d.client.RetryWaitMax)
@@ -54,6 +60,7 @@ func newDispatcher(st store.Store, d *deliverer, cfg config.Delivery, now func()
 		cfg:             cfg,
 		now:             now,
 		log:             log,
+		metrics:         m,
 		workers:         opts.Workers,
 		perSubscription: opts.PerSubscription,
 		poll:            opts.PollInterval,
@@ -94,6 +101,8 @@ func (d *dispatcher) run(ctx context.Context) {
 	d.mu.Lock()
 	d.workCtx = workCtx
 	d.mu.Unlock()
+	d.running.Store(true)
+	defer d.running.Store(false)
 	for ctx.Err() == nil {
 		if d.claim(ctx) > 0 {
 			continue // there may be more due
@@ -200,6 +209,9 @@ func (d *dispatcher) startLocked(c *store.Claim) {
 func (d *dispatcher) attempt(ctx context.Context, c *store.Claim) {
 	defer d.done(c.Delivery.SubscriptionID)
 	log := d.log.With("delivery_id", c.Delivery.ID, "event_id", c.Event.ID, "subscription_id", c.Subscription.ID)
+	if sc := trace.SpanContextFromContext(withTraceParent(ctx, c.Event.TraceParent)); sc.HasTraceID() {
+		log = log.With("trace_id", sc.TraceID().String())
+	}
 	o := d.deliverer.deliver(ctx, c)
 	if o == nil { // cancelled by a shutdown: another run (or process) takes it from here
 		if err := d.store.ReleaseDeliveries(context.WithoutCancel(ctx), []string{c.Delivery.ID}); err != nil {
@@ -212,6 +224,7 @@ func (d *dispatcher) attempt(ctx context.Context, c *store.Claim) {
 		log.Error("recording a delivery outcome", "err", err)
 		return
 	}
+	d.metrics.delivered(o)
 	last := o.Attempts[len(o.Attempts)-1]
 	switch {
 	case o.Succeeded:

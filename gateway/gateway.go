@@ -17,6 +17,8 @@ import (
 
 	"github.com/gofiber/fiber/v2"
 	"github.com/google/uuid"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/webhookgw/gateway/config"
 	"github.com/webhookgw/gateway/plugins"
@@ -50,6 +52,9 @@ type Options struct {
 	PollInterval time.Duration
 	// QuickRetryWait is the first wait between quick retries, doubled for each (default 1s).
 	QuickRetryWait time.Duration
+	// TracerProvider makes the server and attempt spans; nil makes none (the producer's trace
+	// context is still passed on). See NewTracerProvider.
+	TracerProvider trace.TracerProvider
 }
 
 // Gateway serves the gateway's HTTP API.
@@ -66,6 +71,8 @@ type Gateway struct {
 	ingestTokens *tokenSet // nil: no token needed
 	ingestBatch  *batcher[[]*store.Event, []store.IngestResult]
 	dispatch     *dispatcher
+	metrics      *metrics
+	tracer       trace.TracerProvider
 }
 
 // New returns a Gateway for opts. It refuses a configuration without admin tokens: the
@@ -102,8 +109,13 @@ func New(opts Options) (*Gateway, error) {
 	opts.PerSubscription = cmp.Or(opts.PerSubscription, 16)
 	opts.PollInterval = cmp.Or(opts.PollInterval, time.Second)
 	opts.QuickRetryWait = cmp.Or(opts.QuickRetryWait, time.Second)
-	deliverer := newDeliverer(opts.Config.Delivery, opts.Config.Security, opts.Plugins, g.now, opts.QuickRetryWait)
-	g.dispatch = newDispatcher(opts.Store, deliverer, opts.Config.Delivery, g.now, g.log, opts)
+	g.tracer = opts.TracerProvider
+	if g.tracer == nil {
+		g.tracer = noop.NewTracerProvider()
+	}
+	g.metrics = newMetrics(opts.Store, g.now)
+	deliverer := newDeliverer(opts.Config.Delivery, opts.Config.Security, opts.Plugins, g.now, opts.QuickRetryWait, g.tracer)
+	g.dispatch = newDispatcher(opts.Store, deliverer, opts.Config.Delivery, g.now, g.log, g.metrics, opts)
 	g.ingestBatch = newBatcher(4096, func(evs []*store.Event) int { return len(evs) },
 		func(ctx context.Context, reqs [][]*store.Event) ([][]store.IngestResult, error) {
 			var all []*store.Event
@@ -134,6 +146,7 @@ func New(opts Options) (*Gateway, error) {
 	})
 	// A response during shutdown says Connection: close, so keep-alive clients let go.
 	g.app.Server().CloseOnShutdown = true
+	g.app.Use(serverSpans(g.tracer))
 	g.routes()
 	return g, nil
 }

@@ -45,7 +45,9 @@ func (g *Gateway) ingest(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	if tp := c.Get("traceparent"); tp != "" && len(tp) < 256 {
+	// The ingest span's context (a child of the producer's, when it sent a traceparent) is
+	// kept with the events: their delivery attempts, however much later, join that trace.
+	if tp := traceParent(c.UserContext()); tp != "" {
 		for _, ev := range events {
 			ev.TraceParent = tp
 		}
@@ -61,6 +63,7 @@ func (g *Gateway) ingest(c *fiber.Ctx) error {
 	replies := make([]ingestReply, len(results))
 	for i, r := range results {
 		replies[i] = ingestReply{ID: r.ID, Type: r.Type, Deliveries: r.Deliveries, Duplicate: r.Duplicate}
+		g.metrics.ingestedEvent(r)
 	}
 	c.Status(fiber.StatusAccepted)
 	if !batch {

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/gofiber/fiber/v2"
+	"github.com/gofiber/fiber/v2/middleware/adaptor"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/webhookgw/gateway/config"
 	"github.com/webhookgw/gateway/store"
@@ -20,6 +22,9 @@ func (g *Gateway) routes() {
 	app := g.app
 	app.Get("/healthz", g.healthz)
 	app.Get("/readyz", g.readyz)
+	if g.cfg.Telemetry.Metrics.Prometheus {
+		app.Get("/metrics", adaptor.HTTPHandler(promhttp.HandlerFor(g.metrics.registry, promhttp.HandlerOpts{})))
+	}
 
 	admin := g.requireAdmin
 	for _, prefix := range []string{"/v1/webhooks", "/id-scan/v1/webhooks"} {
@@ -57,6 +62,9 @@ func (g *Gateway) readyz(c *fiber.Ctx) error {
 	if err := g.store.Ping(ctx); err != nil {
 		g.log.Warn("readiness check failed", "err", err)
 		return newProblem(fiber.StatusServiceUnavailable, "the store cannot be reached")
+	}
+	if !g.dispatch.running.Load() {
+		return newProblem(fiber.StatusServiceUnavailable, "the dispatcher is not running")
 	}
 	return c.JSON(fiber.Map{"status": "ready"})
 }

@@ -107,6 +107,16 @@ type Outcome struct {
 	Reason string
 }
 
+// Stats are counts for monitoring.
+type Stats struct {
+	// Pending counts deliveries waiting for an attempt (due or not) or in one.
+	Pending int
+	// OldestDue is when the longest-due pending delivery became due; zero when none is due.
+	OldestDue time.Time
+	// Subscriptions count active ones without error state, ones in error state, and inactive.
+	Active, InErrorState, Inactive int
+}
+
 // ErrorPolicy is delivery.error_state_after and delivery.disable_after.
 type ErrorPolicy struct {
 	ErrorStateAfter int

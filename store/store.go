@@ -157,6 +157,9 @@ type Store interface {
 	// deliveries it deleted.
 	Prune(ctx context.Context, cutoff time.Time) (int, error)
 
+	// Stats returns counts for monitoring: the queue and the subscriptions' states.
+	Stats(ctx context.Context, now time.Time) (Stats, error)
+
 	// Ping reports whether the store can be reached.
 	Ping(ctx context.Context) error
 	// Close releases the store's resources.

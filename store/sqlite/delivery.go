@@ -485,3 +485,22 @@ func failPending(ctx context.Context, tx *sql.Tx, where string, arg any, reason 
 		last_error = ?, updated_at = ?, finished_at = ? WHERE status = 'pending' AND `+where, reason, at, at, arg)
 	return err
 }
+
+// Stats returns counts for monitoring.
+func (s *Store) Stats(ctx context.Context, now time.Time) (store.Stats, error) {
+	var st store.Stats
+	var oldest sql.NullInt64
+	err := s.read.QueryRowContext(ctx, `SELECT COUNT(*), MIN(CASE WHEN next_attempt_at <= ? THEN next_attempt_at END)
+		FROM deliveries WHERE status = 'pending'`, now.UnixNano()).Scan(&st.Pending, &oldest)
+	if err != nil {
+		return st, err
+	}
+	if oldest.Valid {
+		st.OldestDue = time.Unix(0, oldest.Int64).UTC()
+	}
+	err = s.read.QueryRowContext(ctx, `SELECT
+		COALESCE(SUM(active = 1 AND in_error_state = 0), 0),
+		COALESCE(SUM(active = 1 AND in_error_state = 1), 0),
+		COALESCE(SUM(active = 0), 0) FROM subscriptions`).Scan(&st.Active, &st.InErrorState, &st.Inactive)
+	return st, err
+}

@@ -822,3 +822,32 @@ func testDeleteFailsPending(t *testing.T, s store.Store) {
 	// e1/b is still leased.
 	wantList(t, "claim", claimAt(t, s, at(30*time.Minute)), "e2/b")
 }
+
+// testStats counts the queue and the subscriptions' states for monitoring.
+func testStats(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	st, err := s.Stats(ctx, at(0))
+	if err != nil || st != (store.Stats{}) {
+		t.Fatalf("empty store: %+v, %v", st, err)
+	}
+	subscriber(t, s, "a", store.AllEvents)
+	subscriber(t, s, "b", store.AllEvents)
+	mustIngest(t, s, event("e1", "t", at(time.Minute)), event("e2", "t", at(2*time.Minute)))
+	if _, err := s.UpdateSubscription(ctx, "b", func(sub *store.Subscription) error {
+		sub.InErrorState = true
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	st, err = s.Stats(ctx, at(90*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := store.Stats{Pending: 4, OldestDue: at(time.Minute), Active: 1, InErrorState: 1}
+	if st != want {
+		t.Fatalf("Stats = %+v, want %+v", st, want)
+	}
+	if st, _ = s.Stats(ctx, at(0)); !st.OldestDue.IsZero() || st.Pending != 4 {
+		t.Fatalf("nothing due yet: %+v", st)
+	}
+}

@@ -55,6 +55,7 @@ func Run(t *testing.T, open Opener) {
 		{"RetryDelivery", testRetryDelivery},
 		{"Prune", testPrune},
 		{"DeleteFailsPendingDeliveries", testDeleteFailsPending},
+		{"Stats", testStats},
 		{"Ping", func(t *testing.T, s store.Store) {
 			if err := s.Ping(context.Background()); err != nil {
 				t.Fatal(err)

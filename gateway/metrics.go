@@ -1,0 +1,112 @@
+package gateway
+
+import (
+	"context"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/webhookgw/gateway/store"
+)
+
+// metrics are the gateway's Prometheus metrics, on a registry of their own.
+type metrics struct {
+	registry   *prometheus.Registry
+	ingested   *prometheus.CounterVec
+	deliveries *prometheus.CounterVec
+	attempts   *prometheus.CounterVec
+	duration   prometheus.Histogram
+}
+
+func newMetrics(st store.Store, now func() time.Time) *metrics {
+	m := &metrics{
+		registry: prometheus.NewRegistry(),
+		ingested: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "webhook_gateway_events_ingested_total",
+			Help: "Events accepted by POST /v1/events, by type; duplicate=\"true\" for repeated ids.",
+		}, []string{"type", "duplicate"}),
+		deliveries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "webhook_gateway_deliveries_total",
+			Help: "Rounds of delivery attempts by outcome: succeeded, retrying (a durable retry is scheduled) or failed (for good).",
+		}, []string{"outcome"}),
+		attempts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "webhook_gateway_attempts_total",
+			Help: "HTTP delivery attempts by the class of their status (2xx to 5xx), or error when there was no answer.",
+		}, []string{"status_class"}),
+		duration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "webhook_gateway_attempt_duration_seconds",
+			Help:    "Duration of HTTP delivery attempts.",
+			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
+		}),
+	}
+	m.registry.MustRegister(m.ingested, m.deliveries, m.attempts, m.duration,
+		&storeCollector{store: st, now: now},
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+func (m *metrics) ingestedEvent(r store.IngestResult) {
+	m.ingested.WithLabelValues(r.Type, strconv.FormatBool(r.Duplicate)).Inc()
+}
+
+func (m *metrics) delivered(o *store.Outcome) {
+	outcome := "failed"
+	switch {
+	case o.Succeeded:
+		outcome = "succeeded"
+	case o.NextAttemptAt != nil:
+		outcome = "retrying"
+	}
+	m.deliveries.WithLabelValues(outcome).Inc()
+	for _, a := range o.Attempts {
+		class := "error"
+		if a.StatusCode >= 100 && a.StatusCode <= 599 {
+			class = strconv.Itoa(a.StatusCode/100) + "xx"
+		}
+		m.attempts.WithLabelValues(class).Inc()
+		m.duration.Observe(a.Duration.Seconds())
+	}
+}
+
+// storeCollector reads the queue and the subscriptions' states from the store at each scrape.
+type storeCollector struct {
+	store store.Store
+	now   func() time.Time
+}
+
+var (
+	queueDepthDesc = prometheus.NewDesc("webhook_gateway_queue_depth",
+		"Deliveries pending: waiting for an attempt or in one.", nil, nil)
+	oldestDueDesc = prometheus.NewDesc("webhook_gateway_oldest_pending_delivery_age_seconds",
+		"How long the longest-due pending delivery has been due; 0 when none is due.", nil, nil)
+	subscriptionsDesc = prometheus.NewDesc("webhook_gateway_subscriptions",
+		"Subscriptions by state: active, error (active, in error state) or inactive.", []string{"state"}, nil)
+)
+
+func (c *storeCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- queueDepthDesc
+	ch <- oldestDueDesc
+	ch <- subscriptionsDesc
+}
+
+func (c *storeCollector) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	now := c.now().UTC()
+	st, err := c.store.Stats(ctx, now)
+	if err != nil {
+		ch <- prometheus.NewInvalidMetric(queueDepthDesc, err)
+		return
+	}
+	age := 0.0
+	if !st.OldestDue.IsZero() {
+		age = max(now.Sub(st.OldestDue).Seconds(), 0)
+	}
+	ch <- prometheus.MustNewConstMetric(queueDepthDesc, prometheus.GaugeValue, float64(st.Pending))
+	ch <- prometheus.MustNewConstMetric(oldestDueDesc, prometheus.GaugeValue, age)
+	ch <- prometheus.MustNewConstMetric(subscriptionsDesc, prometheus.GaugeValue, float64(st.Active), "active")
+	ch <- prometheus.MustNewConstMetric(subscriptionsDesc, prometheus.GaugeValue, float64(st.InErrorState), "error")
+	ch <- prometheus.MustNewConstMetric(subscriptionsDesc, prometheus.GaugeValue, float64(st.Inactive), "inactive")
+}

@@ -1,0 +1,371 @@
+package gateway_test
+
+import (
+	"bytes"
+	"compress/gzip"
+	"context"
+	"encoding/hex"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+	coltracepb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
+	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
+	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/webhookgw/gateway/config"
+	"github.com/webhookgw/gateway/gateway"
+)
+
+// otlpReceiver is an OTLP/HTTP trace receiver: it decodes what the exporter sends.
+type otlpReceiver struct {
+	*httptest.Server
+	mu    sync.Mutex
+	spans []*tracepb.Span
+	names []string // service.name of each span's resource
+}
+
+func newOTLPReceiver(t *testing.T) *otlpReceiver {
+	o := &otlpReceiver{}
+	o.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/v1/traces" {
+			http.NotFound(w, r)
+			return
+		}
+		var body io.Reader = r.Body
+		if r.Header.Get("Content-Encoding") == "gzip" {
+			zr, err := gzip.NewReader(r.Body)
+			if err != nil {
+				http.Error(w, err.Error(), 400)
+				return
+			}
+			body = zr
+		}
+		data, _ := io.ReadAll(body)
+		var req coltracepb.ExportTraceServiceRequest
+		if err := proto.Unmarshal(data, &req); err != nil {
+			http.Error(w, err.Error(), 400)
+			return
+		}
+		o.mu.Lock()
+		for _, rs := range req.ResourceSpans {
+			service := ""
+			for _, a := range rs.GetResource().GetAttributes() {
+				if a.Key == "service.name" {
+					service = a.Value.GetStringValue()
+				}
+			}
+			for _, ss := range rs.ScopeSpans {
+				for _, s := range ss.Spans {
+					o.spans = append(o.spans, s)
+					o.names = append(o.names, service)
+				}
+			}
+		}
+		o.mu.Unlock()
+		out, _ := proto.Marshal(&coltracepb.ExportTraceServiceResponse{})
+		w.Header().Set("Content-Type", "application/x-protobuf")
+		w.Write(out)
+	}))
+	t.Cleanup(o.Close)
+	return o
+}
+
+func attr(s *tracepb.Span, key string) *commonpb.AnyValue {
+	for _, a := range s.Attributes {
+		if a.Key == key {
+			return a.Value
+		}
+	}
+	return nil
+}
+
+// The producer's trace runs through the gateway to the subscriber: producer traceparent ->
+// the POST /v1/events server span -> one POST client span per attempt -> the traceparent the
+// subscriber received.
+func TestTraceFromProducerToSubscriber(t *testing.T) {
+	otlp := newOTLPReceiver(t)
+	tcfg := config.Default().Telemetry
+	tcfg.ServiceName = "gw-under-test"
+	tcfg.Traces.Exporter, tcfg.Traces.Endpoint = "otlp", otlp.URL
+	tp, stopTracing, err := gateway.NewTracerProvider(context.Background(), tcfg, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := newEnvWith(t, func(c *config.Config) {
+		c.Security.RequireHTTPS, c.Security.AllowPrivateNetworks = false, true
+		c.Delivery.QuickRetries = 1
+	}, func(o *gatewayOptions) {
+		o.TracerProvider = tp
+		o.QuickRetryWait = time.Millisecond
+		o.PollInterval = 5 * time.Millisecond
+	})
+	rc := newReceiver(t, func(n int, w http.ResponseWriter, _ *http.Request) {
+		if n == 1 {
+			w.WriteHeader(http.StatusInternalServerError)
+			return
+		}
+		w.WriteHeader(http.StatusOK)
+	})
+	sub := e.subscribe(t, rc.URL+"/hooks?token=query-secret", "")
+
+	const traceID, producerSpan = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+	req, _ := http.NewRequest("POST", e.base+"/v1/events", strings.NewReader(`{"id": "tr1", "type": "task.state.updated"}`))
+	req.Header.Set("traceparent", "00-"+traceID+"-"+producerSpan+"-01")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil || resp.StatusCode != 202 {
+		t.Fatalf("ingest: %v %v", resp, err)
+	}
+	resp.Body.Close()
+	eventually(t, "delivered", func() bool { return e.deliveryStatus(t, "tr1") == "succeeded" })
+	d := e.deliveryOf(t, "tr1")
+	if err := e.shutdown(); err != nil {
+		t.Fatal(err)
+	}
+	if err := stopTracing(context.Background()); err != nil { // flushes
+		t.Fatal(err)
+	}
+
+	otlp.mu.Lock()
+	defer otlp.mu.Unlock()
+	var ingest *tracepb.Span
+	var attempts []*tracepb.Span
+	for i, s := range otlp.spans {
+		if hex.EncodeToString(s.TraceId) != traceID {
+			continue
+		}
+		if otlp.names[i] != "gw-under-test" {
+			t.Errorf("span %q from service %q", s.Name, otlp.names[i])
+		}
+		switch {
+		case s.Kind == tracepb.Span_SPAN_KIND_SERVER && strings.Contains(s.Name, "/v1/events"):
+			ingest = s
+		case s.Kind == tracepb.Span_SPAN_KIND_CLIENT:
+			attempts = append(attempts, s)
+		}
+	}
+	if ingest == nil {
+		t.Fatalf("no server span for POST /v1/events in the producer's trace; got %d spans", len(otlp.spans))
+	}
+	if hex.EncodeToString(ingest.ParentSpanId) != producerSpan {
+		t.Errorf("the ingest span's parent is %x, want the producer's %s", ingest.ParentSpanId, producerSpan)
+	}
+	if len(attempts) != 2 {
+		t.Fatalf("%d attempt spans in the producer's trace, want 2", len(attempts))
+	}
+	for i, s := range attempts {
+		if s.Name != "POST" {
+			t.Errorf("attempt span named %q, want POST", s.Name)
+		}
+		if !bytes.Equal(s.ParentSpanId, ingest.SpanId) {
+			t.Errorf("attempt %d's parent is %x, want the ingest span %x", i, s.ParentSpanId, ingest.SpanId)
+		}
+		want := map[string]any{
+			"http.request.method":     "POST",
+			"webhook.event.id":        "tr1",
+			"webhook.event.type":      "task.state.updated",
+			"webhook.subscription.id": sub,
+			"webhook.delivery.id":     d["id"],
+			"server.address":          "127.0.0.1",
+		}
+		for k, v := range want {
+			if a := attr(s, k); a == nil || a.GetStringValue() != v {
+				t.Errorf("attempt %d: %s = %v, want %v", i, k, a, v)
+			}
+		}
+		for _, k := range []string{"server.port", "http.response.status_code", "webhook.attempt"} {
+			if attr(s, k) == nil {
+				t.Errorf("attempt %d has no %s", i, k)
+			}
+		}
+		if u := attr(s, "url.full").GetStringValue(); strings.Contains(u, "query-secret") || !strings.Contains(u, "/hooks?token=REDACTED") {
+			t.Errorf("url.full %q", u)
+		}
+	}
+	first, second := attempts[0], attempts[1]
+	if attr(first, "webhook.attempt").GetIntValue() != 1 {
+		first, second = second, first
+	}
+	if attr(first, "http.response.status_code").GetIntValue() != 500 || attr(first, "error.type").GetStringValue() != "500" ||
+		attr(first, "http.request.resend_count") != nil {
+		t.Errorf("first attempt: status %v, error.type %v, resend_count %v", attr(first, "http.response.status_code"),
+			attr(first, "error.type"), attr(first, "http.request.resend_count"))
+	}
+	if attr(second, "http.response.status_code").GetIntValue() != 200 || attr(second, "http.request.resend_count").GetIntValue() != 1 ||
+		attr(second, "webhook.attempt").GetIntValue() != 2 {
+		t.Errorf("second attempt: status %v, resend_count %v", attr(second, "http.response.status_code"), attr(second, "http.request.resend_count"))
+	}
+	// What the subscriber received: the attempt span's own context.
+	for i := 0; i < 2; i++ {
+		got := rc.request(i).header.Get("Traceparent")
+		parts := strings.Split(got, "-")
+		if len(parts) != 4 || parts[1] != traceID {
+			t.Fatalf("subscriber got traceparent %q", got)
+		}
+		found := false
+		for _, s := range attempts {
+			found = found || hex.EncodeToString(s.SpanId) == parts[2]
+		}
+		if !found {
+			t.Errorf("the traceparent's span %s is not an attempt span", parts[2])
+		}
+	}
+	// And the attempt log names the trace.
+	for _, a := range d["attemptLog"].([]any) {
+		if a.(map[string]any)["traceId"] != traceID {
+			t.Errorf("attempt log traceId %v", a.(map[string]any)["traceId"])
+		}
+	}
+}
+
+func TestMetricsAndLogs(t *testing.T) {
+	var logs bytes.Buffer
+	var mu sync.Mutex
+	e := newEnvWith(t, func(c *config.Config) {
+		c.Security.RequireHTTPS, c.Security.AllowPrivateNetworks = false, true
+		c.Delivery.QuickRetries = 0
+		c.Delivery.ErrorStateAfter = 1
+	}, func(o *gatewayOptions) {
+		o.PollInterval = 5 * time.Millisecond
+		o.Logger = slog.New(slog.NewJSONHandler(&lockedWriter{w: &logs, mu: &mu}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	})
+	ok := newReceiver(t, nil)
+	bad := newReceiver(t, status(http.StatusBadGateway))
+	e.subscribe(t, ok.URL, `, "events": ["task.state.updated"]`)
+	badID := e.subscribe(t, bad.URL, `, "events": ["transaction.state.updated"]`)
+	req, _ := http.NewRequest("POST", e.base+"/v1/events", strings.NewReader(
+		`[{"id": "m1", "type": "task.state.updated"}, {"id": "m2", "type": "transaction.state.updated"}, {"id": "m1", "type": "task.state.updated"}]`))
+	req.Header.Set("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	eventually(t, "both attempted", func() bool {
+		return e.deliveryStatus(t, "m1") == "succeeded" && e.deliveryOf(t, "m2")["attempts"] == 1.0
+	})
+	time.Sleep(20 * time.Millisecond) // the failed round's metrics follow its commit
+
+	r := e.doAs("", "GET", "/metrics", nil)
+	expect(t, r, http.StatusOK)
+	families, err := textParser().TextToMetricFamilies(bytes.NewReader(r.body))
+	if err != nil {
+		t.Fatalf("/metrics is not the Prometheus text format: %v", err)
+	}
+	value := func(name string, labels map[string]string) float64 {
+		t.Helper()
+		f := families[name]
+		if f == nil {
+			t.Fatalf("no metric %s", name)
+		}
+	next:
+		for _, m := range f.Metric {
+			for _, l := range m.Label {
+				if want, ok := labels[l.GetName()]; ok && want != l.GetValue() {
+					continue next
+				}
+			}
+			switch {
+			case m.Counter != nil:
+				return m.Counter.GetValue()
+			case m.Gauge != nil:
+				return m.Gauge.GetValue()
+			case m.Histogram != nil:
+				return float64(m.Histogram.GetSampleCount())
+			}
+		}
+		t.Fatalf("no %s with %v", name, labels)
+		return 0
+	}
+	checks := []struct {
+		name   string
+		labels map[string]string
+		want   float64
+	}{
+		{"webhook_gateway_events_ingested_total", map[string]string{"type": "task.state.updated", "duplicate": "false"}, 1},
+		{"webhook_gateway_events_ingested_total", map[string]string{"type": "task.state.updated", "duplicate": "true"}, 1},
+		{"webhook_gateway_events_ingested_total", map[string]string{"type": "transaction.state.updated", "duplicate": "false"}, 1},
+		{"webhook_gateway_deliveries_total", map[string]string{"outcome": "succeeded"}, 1},
+		{"webhook_gateway_deliveries_total", map[string]string{"outcome": "retrying"}, 1},
+		{"webhook_gateway_attempts_total", map[string]string{"status_class": "2xx"}, 1},
+		{"webhook_gateway_attempts_total", map[string]string{"status_class": "5xx"}, 1},
+		{"webhook_gateway_attempt_duration_seconds", nil, 2},
+		{"webhook_gateway_queue_depth", nil, 1},
+		{"webhook_gateway_subscriptions", map[string]string{"state": "error"}, 1},
+		{"webhook_gateway_subscriptions", map[string]string{"state": "active"}, 1},
+		{"webhook_gateway_subscriptions", map[string]string{"state": "inactive"}, 0},
+	}
+	for _, c := range checks {
+		if got := value(c.name, c.labels); got != c.want {
+			t.Errorf("%s%v = %v, want %v", c.name, c.labels, got, c.want)
+		}
+	}
+	// The retry is due in 5s (the first step of the schedule): nothing is overdue yet.
+	if age := value("webhook_gateway_oldest_pending_delivery_age_seconds", nil); age != 0 {
+		t.Errorf("oldest pending age %v, want 0", age)
+	}
+	e.clock.Set(start.Add(65 * time.Second)) // due at +5s: 60s overdue (it cannot be claimed: the clock is ours)
+	if age := value2(t, e, "webhook_gateway_oldest_pending_delivery_age_seconds"); age < 59 || age > 61 {
+		t.Errorf("oldest pending age %v after a minute overdue, want 60", age)
+	}
+
+	// Every log line about a delivery names its ids and its trace.
+	if err := e.shutdown(); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	found := false
+	for _, line := range strings.Split(strings.TrimSpace(logs.String()), "\n") {
+		var m map[string]any
+		if err := json.Unmarshal([]byte(line), &m); err != nil {
+			t.Fatalf("log line is not JSON: %q", line)
+		}
+		if m["delivery_id"] == nil {
+			continue
+		}
+		found = true
+		if m["event_id"] == nil || m["subscription_id"] == nil || m["trace_id"] != "0af7651916cd43dd8448eb211c80319c" {
+			t.Errorf("delivery log line without its ids or trace: %s", line)
+		}
+		if m["subscription_id"] == badID && !strings.Contains(line, "HTTP 502") {
+			t.Errorf("the failed delivery's line lacks the reason: %s", line)
+		}
+	}
+	if !found {
+		t.Fatal("no log line about a delivery")
+	}
+}
+
+func value2(t *testing.T, e *env, name string) float64 {
+	t.Helper()
+	r := e.doAs("", "GET", "/metrics", nil)
+	families, err := textParser().TextToMetricFamilies(bytes.NewReader(r.body))
+	if err != nil || families[name] == nil {
+		t.Fatalf("%s: %v", name, err)
+	}
+	return families[name].Metric[0].Gauge.GetValue()
+}
+
+func TestReadyzNeedsTheDispatcher(t *testing.T) {
+	e := newEnv(t, nil)
+	expect(t, e.doAs("", "GET", "/readyz", nil), 200)
+	if err := e.shutdown(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// textParser parses the Prometheus text format, with the classic metric name rules.
+func textParser() *expfmt.TextParser {
+	p := expfmt.NewTextParser(model.LegacyValidation)
+	return &p
+}

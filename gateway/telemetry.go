@@ -1,0 +1,173 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+
+	"github.com/gofiber/fiber/v2"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc"
+	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
+	"go.opentelemetry.io/otel/exporters/stdout/stdouttrace"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/sdk/resource"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
+
+	"github.com/webhookgw/gateway/config"
+)
+
+// propagator carries W3C trace context: the producer's traceparent in, the attempt's out.
+var propagator = propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{})
+
+// NewTracerProvider returns the tracer provider telemetry.traces asks for and a function that
+// flushes and stops it. The standard OTEL_* variables are honoured: OTEL_EXPORTER_OTLP_ENDPOINT
+// (or its _TRACES_ form) turns on OTLP even with exporter none,
+// OTEL_EXPORTER_OTLP_[TRACES_]PROTOCOL=grpc picks gRPC over HTTP/protobuf, OTEL_SERVICE_NAME
+// and OTEL_RESOURCE_ATTRIBUTES describe the service, OTEL_TRACES_SAMPLER[_ARG] override
+// sample_ratio. stdout writes spans to w.
+func NewTracerProvider(ctx context.Context, cfg config.Telemetry, w io.Writer) (trace.TracerProvider, func(context.Context) error, error) {
+	exporter := cfg.Traces.Exporter
+	if exporter == "none" && (os.Getenv("OTEL_EXPORTER_OTLP_ENDPOINT") != "" || os.Getenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") != "") {
+		exporter = "otlp"
+	}
+	var exp sdktrace.SpanExporter
+	var err error
+	switch exporter {
+	case "none":
+		return noop.NewTracerProvider(), func(context.Context) error { return nil }, nil
+	case "stdout":
+		exp, err = stdouttrace.New(stdouttrace.WithWriter(w))
+	case "otlp":
+		protocol := firstEnv("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL")
+		if strings.HasPrefix(protocol, "grpc") {
+			var opts []otlptracegrpc.Option
+			if cfg.Traces.Endpoint != "" {
+				opts = append(opts, otlptracegrpc.WithEndpointURL(cfg.Traces.Endpoint))
+			}
+			exp, err = otlptracegrpc.New(ctx, opts...)
+		} else {
+			var opts []otlptracehttp.Option
+			if e := cfg.Traces.Endpoint; e != "" {
+				if !strings.HasSuffix(e, "/v1/traces") { // the collector's base address, as OTEL_EXPORTER_OTLP_ENDPOINT is
+					e = strings.TrimSuffix(e, "/") + "/v1/traces"
+				}
+				opts = append(opts, otlptracehttp.WithEndpointURL(e))
+			}
+			exp, err = otlptracehttp.New(ctx, opts...)
+		}
+	default:
+		return nil, nil, fmt.Errorf("telemetry.traces.exporter %q is not known", exporter)
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("telemetry: %s exporter: %w", exporter, err)
+	}
+	res, err := resource.New(ctx,
+		resource.WithAttributes(
+			attribute.String("service.name", cfg.ServiceName),
+			attribute.String("service.version", Version),
+		),
+		resource.WithFromEnv(), // OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES win over the file
+		resource.WithTelemetrySDK(),
+	)
+	if err != nil && !errors.Is(err, resource.ErrPartialResource) {
+		return nil, nil, fmt.Errorf("telemetry: resource: %w", err)
+	}
+	opts := []sdktrace.TracerProviderOption{sdktrace.WithBatcher(exp), sdktrace.WithResource(res)}
+	if os.Getenv("OTEL_TRACES_SAMPLER") == "" {
+		opts = append(opts, sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.TraceIDRatioBased(cfg.Traces.SampleRatio))))
+	}
+	tp := sdktrace.NewTracerProvider(opts...)
+	return tp, tp.Shutdown, nil
+}
+
+func firstEnv(names ...string) string {
+	for _, n := range names {
+		if v := os.Getenv(n); v != "" {
+			return strings.ToLower(v)
+		}
+	}
+	return ""
+}
+
+// mapCarrier is a TextMapCarrier over a stored traceparent.
+type mapCarrier map[string]string
+
+func (m mapCarrier) Get(key string) string { return m[strings.ToLower(key)] }
+func (m mapCarrier) Set(key, value string) { m[strings.ToLower(key)] = value }
+func (m mapCarrier) Keys() []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	return keys
+}
+
+// traceParent returns the W3C traceparent of the span in ctx, "" when there is none.
+func traceParent(ctx context.Context) string {
+	c := mapCarrier{}
+	propagation.TraceContext{}.Inject(ctx, c)
+	return c["traceparent"]
+}
+
+// withTraceParent returns ctx continuing the trace a stored traceparent names.
+func withTraceParent(ctx context.Context, tp string) context.Context {
+	if tp == "" {
+		return ctx
+	}
+	return propagation.TraceContext{}.Extract(ctx, mapCarrier{"traceparent": tp})
+}
+
+// headerCarrier reads a Fiber request's headers for the propagator.
+type headerCarrier struct{ c *fiber.Ctx }
+
+func (h headerCarrier) Get(key string) string { return h.c.Get(key) }
+func (h headerCarrier) Set(string, string)    {}
+func (h headerCarrier) Keys() []string        { return []string{"traceparent", "tracestate", "baggage"} }
+
+// serverSpans is the middleware that gives every request but the probes a server span,
+// continuing an inbound traceparent, named and described after the OpenTelemetry HTTP server
+// conventions ("POST /v1/events"). Handlers find the span in c.UserContext().
+func serverSpans(tp trace.TracerProvider) fiber.Handler {
+	tracer := tp.Tracer("github.com/webhookgw/gateway")
+	return func(c *fiber.Ctx) error {
+		switch c.Path() {
+		case "/healthz", "/readyz", "/metrics":
+			return c.Next()
+		}
+		ctx := propagator.Extract(c.UserContext(), headerCarrier{c})
+		method := c.Method()
+		ctx, span := tracer.Start(ctx, method, trace.WithSpanKind(trace.SpanKindServer),
+			trace.WithAttributes(
+				attribute.String("http.request.method", method),
+				attribute.String("url.path", c.Path()),
+				attribute.String("url.scheme", c.Protocol()),
+			))
+		defer span.End()
+		c.SetUserContext(ctx)
+		err := c.Next()
+		if err != nil {
+			// The error handler writes the response; call it now so the span sees its status.
+			if herr := c.App().ErrorHandler(c, err); herr != nil {
+				return herr
+			}
+			err = nil
+		}
+		route := c.Route().Path
+		status := c.Response().StatusCode()
+		span.SetName(method + " " + route)
+		span.SetAttributes(attribute.String("http.route", route), attribute.Int("http.response.status_code", status))
+		if status >= 500 {
+			span.SetAttributes(attribute.String("error.type", strconv.Itoa(status)))
+			span.SetStatus(codes.Error, "")
+		}
+		return err
+	}
+}
