@@ -7,12 +7,14 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -383,5 +385,30 @@ func TestServeWithoutConfigFileUsesDefaults(t *testing.T) {
 	}
 	if !strings.Contains(p.output.String(), "default configuration") {
 		t.Errorf("no word that defaults are used:\n%s", p.output)
+	}
+}
+
+// Spans are flushed when the gateway stops: with the stdout exporter, the attempt span is in
+// the output of a process that was sent SIGTERM right after the delivery.
+func TestSpansFlushedAtShutdown(t *testing.T) {
+	rc := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(200) }))
+	defer rc.Close()
+	var got atomic.Int32
+	rc.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { got.Add(1); w.WriteHeader(200) })
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "gateway.yaml")
+	writeConfig(t, cfg, "admin:\n  tokens: ["+testToken+"]\nsecurity: {require_https: false, allow_private_networks: true}\n"+
+		"telemetry:\n  traces: {exporter: stdout}\nsubscriptions:\n  - id: r\n    url: "+rc.URL+"\n")
+	p := startGateway(t, dir, cfg)
+	if s, _ := p.request("", "POST", "/v1/events", `{"id": "span1", "type": "task.state.updated"}`); s != 202 {
+		t.Fatalf("ingest: %d", s)
+	}
+	waitFor(t, p, func() bool { return got.Load() == 1 })
+	if code := p.stop(syscall.SIGTERM); code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+	out := p.output.String()
+	if !strings.Contains(out, `"Name":"POST"`) || !strings.Contains(out, `"webhook.event.id"`) {
+		t.Fatalf("no attempt span in the output:\n%s", out)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -20,6 +21,7 @@ import (
 	coltracepb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
 	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
+	"google.golang.org/grpc"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/webhookgw/gateway/config"
@@ -368,4 +370,81 @@ func TestReadyzNeedsTheDispatcher(t *testing.T) {
 func textParser() *expfmt.TextParser {
 	p := expfmt.NewTextParser(model.LegacyValidation)
 	return &p
+}
+
+// grpcReceiver is an OTLP/gRPC trace receiver.
+type grpcReceiver struct {
+	coltracepb.UnimplementedTraceServiceServer
+	mu    sync.Mutex
+	spans []*tracepb.Span
+}
+
+func (g *grpcReceiver) Export(_ context.Context, req *coltracepb.ExportTraceServiceRequest) (*coltracepb.ExportTraceServiceResponse, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for _, rs := range req.ResourceSpans {
+		for _, ss := range rs.ScopeSpans {
+			g.spans = append(g.spans, ss.Spans...)
+		}
+	}
+	return &coltracepb.ExportTraceServiceResponse{}, nil
+}
+
+// A user who only sets OTEL_EXPORTER_OTLP_ENDPOINT (the file says exporter: none) gets traces,
+// over HTTP/protobuf by default and over gRPC with OTEL_EXPORTER_OTLP_PROTOCOL=grpc.
+func TestOTLPFromEnvironment(t *testing.T) {
+	traceOneEvent := func(t *testing.T) {
+		t.Helper()
+		tp, stop, err := gateway.NewTracerProvider(context.Background(), config.Default().Telemetry, io.Discard)
+		if err != nil {
+			t.Fatal(err)
+		}
+		e := newEnvWith(t, func(c *config.Config) {
+			c.Security.RequireHTTPS, c.Security.AllowPrivateNetworks = false, true
+		}, func(o *gatewayOptions) { o.TracerProvider = tp; o.PollInterval = 5 * time.Millisecond })
+		rc := newReceiver(t, nil)
+		e.subscribe(t, rc.URL, "")
+		e.post(t, `{"id": "env1", "type": "task.state.updated"}`)
+		eventually(t, "delivered", func() bool { return e.deliveryStatus(t, "env1") == "succeeded" })
+		if err := e.shutdown(); err != nil {
+			t.Fatal(err)
+		}
+		if err := stop(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Run("http", func(t *testing.T) {
+		otlp := newOTLPReceiver(t)
+		t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", otlp.URL)
+		t.Setenv("OTEL_SERVICE_NAME", "from-env")
+		traceOneEvent(t)
+		otlp.mu.Lock()
+		defer otlp.mu.Unlock()
+		if len(otlp.spans) < 2 || otlp.names[0] != "from-env" {
+			t.Fatalf("%d spans, service %v", len(otlp.spans), otlp.names)
+		}
+	})
+	t.Run("grpc", func(t *testing.T) {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		rcv := &grpcReceiver{}
+		srv := grpc.NewServer()
+		coltracepb.RegisterTraceServiceServer(srv, rcv)
+		go srv.Serve(ln)
+		defer srv.Stop()
+		t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://"+ln.Addr().String())
+		t.Setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
+		traceOneEvent(t)
+		rcv.mu.Lock()
+		defer rcv.mu.Unlock()
+		var post bool
+		for _, s := range rcv.spans {
+			post = post || (s.Name == "POST" && s.Kind == tracepb.Span_SPAN_KIND_CLIENT)
+		}
+		if !post {
+			t.Fatalf("no attempt span over gRPC among %d spans", len(rcv.spans))
+		}
+	})
 }
