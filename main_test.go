@@ -391,10 +391,9 @@ func TestServeWithoutConfigFileUsesDefaults(t *testing.T) {
 // Spans are flushed when the gateway stops: with the stdout exporter, the attempt span is in
 // the output of a process that was sent SIGTERM right after the delivery.
 func TestSpansFlushedAtShutdown(t *testing.T) {
-	rc := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(200) }))
-	defer rc.Close()
 	var got atomic.Int32
-	rc.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { got.Add(1); w.WriteHeader(200) })
+	rc := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { got.Add(1); w.WriteHeader(200) }))
+	defer rc.Close()
 	dir := t.TempDir()
 	cfg := filepath.Join(dir, "gateway.yaml")
 	writeConfig(t, cfg, "admin:\n  tokens: ["+testToken+"]\nsecurity: {require_https: false, allow_private_networks: true}\n"+

@@ -18,6 +18,9 @@ type BlockedError struct {
 
 func (e *BlockedError) Error() string { return "blocked: " + e.Addr + " is " + e.Reason }
 
+// ErrorType is the error.type OpenTelemetry records for an attempt refused this way.
+func (e *BlockedError) ErrorType() string { return "blocked" }
+
 // blockedRanges are the addresses deliveries may not reach unless
 // security.allow_private_networks is true (or security.allowed_cidrs names them).
 var blockedRanges = []struct {

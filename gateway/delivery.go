@@ -51,11 +51,15 @@ type pluginChain struct {
 	err     error
 }
 
-// transport holds every request the delivery client makes (to targets, and plugins' own) to
-// security.require_https and allowed_hosts; the dialer holds them to the address rules. It
-// also hides CloseIdleConnections: retryablehttp calls it on the shared client whenever a
+// quiet hides CloseIdleConnections: retryablehttp calls it on the shared client whenever a
 // delivery gives up, which would drop every subscriber's keep-alive connections for one
 // subscriber's failure.
+type quiet struct{ rt http.RoundTripper }
+
+func (q quiet) RoundTrip(req *http.Request) (*http.Response, error) { return q.rt.RoundTrip(req) }
+
+// transport holds every request the delivery client makes (to targets, and plugins' own) to
+// security.require_https and allowed_hosts; the dialer holds them to the address rules.
 type transport struct {
 	rt  http.RoundTripper
 	sec config.Security
@@ -111,8 +115,9 @@ func newDeliverer(cfg config.Delivery, sec config.Security, reg *plugins.Registr
 	}
 	d.client = &retryablehttp.Client{
 		HTTPClient: &http.Client{
-			// One client span per attempt (otelhttp), which also injects its traceparent.
-			Transport: transport{sec: sec, rt: otelhttp.NewTransport(spanTransport{base},
+			// One client span per attempt (otelhttp, which also injects its traceparent), even
+			// for an attempt the rules refuse before it is sent.
+			Transport: quiet{otelhttp.NewTransport(spanTransport{transport{sec: sec, rt: base}},
 				otelhttp.WithTracerProvider(tp),
 				otelhttp.WithPropagators(propagator),
 				otelhttp.WithSpanNameFormatter(func(_ string, r *http.Request) string { return r.Method }),
@@ -374,7 +379,9 @@ type spanTransport struct{ rt http.RoundTripper }
 
 func (t spanTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	span := trace.SpanFromContext(req.Context())
-	if r, ok := req.Context().Value(roundKey{}).(*round); ok && r != nil {
+	// Only the delivery request itself: a plugin's own (oauth2's token request) shares the
+	// round's context but is not an attempt.
+	if r, ok := req.Context().Value(roundKey{}).(*round); ok && r != nil && req.Header.Get("Webhook-Id") == r.claim.Delivery.ID {
 		attempt := r.claim.Delivery.Attempts + len(r.attempts) + 1
 		attrs := []attribute.KeyValue{
 			attribute.String("url.full", redactedURL(req.URL)),
@@ -394,11 +401,7 @@ func (t spanTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	resp, err := t.rt.RoundTrip(req)
 	switch {
-	case err != nil:
-		var blocked *config.BlockedError
-		if errors.As(err, &blocked) {
-			span.SetAttributes(attribute.String("error.type", "blocked"))
-		}
+	case err != nil: // otelhttp records error.type (config.BlockedError says "blocked")
 	case resp.StatusCode >= 300 && resp.StatusCode <= 399:
 		span.SetAttributes(attribute.String("error.type", strconv.Itoa(resp.StatusCode)))
 		span.SetStatus(codes.Error, "redirects are not followed")

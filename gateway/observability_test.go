@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -18,6 +19,10 @@ import (
 
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
+	"go.opentelemetry.io/otel/attribute"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.opentelemetry.io/otel/trace"
 	coltracepb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
 	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
@@ -26,6 +31,7 @@ import (
 
 	"github.com/webhookgw/gateway/config"
 	"github.com/webhookgw/gateway/gateway"
+	"github.com/webhookgw/gateway/plugins/builtin"
 )
 
 // otlpReceiver is an OTLP/HTTP trace receiver: it decodes what the exporter sends.
@@ -358,14 +364,6 @@ func value2(t *testing.T, e *env, name string) float64 {
 	return families[name].Metric[0].Gauge.GetValue()
 }
 
-func TestReadyzNeedsTheDispatcher(t *testing.T) {
-	e := newEnv(t, nil)
-	expect(t, e.doAs("", "GET", "/readyz", nil), 200)
-	if err := e.shutdown(); err != nil {
-		t.Fatal(err)
-	}
-}
-
 // textParser parses the Prometheus text format, with the classic metric name rules.
 func textParser() *expfmt.TextParser {
 	p := expfmt.NewTextParser(model.LegacyValidation)
@@ -447,4 +445,126 @@ func TestOTLPFromEnvironment(t *testing.T) {
 			t.Fatalf("no attempt span over gRPC among %d spans", len(rcv.spans))
 		}
 	})
+}
+
+// recorded returns a tracer provider that keeps ended spans in memory.
+func recorded() (*sdktrace.TracerProvider, *tracetest.SpanRecorder) {
+	rec := tracetest.NewSpanRecorder()
+	return sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec)), rec
+}
+
+func spanAttr(s sdktrace.ReadOnlySpan, key string) (attribute.Value, bool) {
+	for _, a := range s.Attributes() {
+		if string(a.Key) == key {
+			return a.Value, true
+		}
+	}
+	return attribute.Value{}, false
+}
+
+// Server spans keep their own request's values, though Fiber reuses its buffers.
+func TestServerSpansKeepTheirValues(t *testing.T) {
+	tp, rec := recorded()
+	e := newEnvWith(t, nil, func(o *gatewayOptions) { o.TracerProvider = tp })
+	for i := 0; i < 50; i++ {
+		e.do("GET", fmt.Sprintf("/v1/deliveries/id-%04d", i), nil)
+		e.doAs("", "GET", "/healthz", nil)
+	}
+	e.do("POST", "/nope", nil)
+	spans := rec.Ended()
+	n := 0
+	for _, s := range spans {
+		path, _ := spanAttr(s, "url.path")
+		method, _ := spanAttr(s, "http.request.method")
+		switch {
+		case strings.HasPrefix(path.AsString(), "/v1/deliveries/"):
+			n++
+			if want := fmt.Sprintf("/v1/deliveries/id-%04d", n-1); path.AsString() != want || method.AsString() != "GET" ||
+				s.Name() != "GET /v1/deliveries/:id" {
+				t.Fatalf("span %q: url.path %q method %q, want %q", s.Name(), path.AsString(), method.AsString(), want)
+			}
+		case path.AsString() == "/nope":
+			if _, ok := spanAttr(s, "http.route"); ok || s.Name() != "POST" {
+				t.Errorf("unmatched route: span %q with http.route", s.Name())
+			}
+		case path.AsString() == "/healthz":
+			t.Error("a probe got a span")
+		}
+	}
+	if n != 50 {
+		t.Fatalf("%d delivery-route spans, want 50", n)
+	}
+}
+
+// error.type says why an attempt failed, blocked ones included; a plugin's own request is not
+// an attempt.
+func TestAttemptSpansForFailures(t *testing.T) {
+	tp, rec := recorded()
+	e := newEnvWith(t, func(c *config.Config) {
+		c.Security.RequireHTTPS = false
+		c.Security.AllowedCIDRs = []string{"127.0.0.0/8"}
+		c.Delivery.QuickRetries = 0
+	}, func(o *gatewayOptions) { o.TracerProvider = tp; o.PollInterval = 5 * time.Millisecond })
+	target := newReceiver(t, nil)
+	redirect := newReceiver(t, func(_ int, w http.ResponseWriter, r *http.Request) { http.Redirect(w, r, target.URL, http.StatusFound) })
+	tokens := newReceiver(t, func(_ int, w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"access_token": "t", "token_type": "Bearer", "expires_in": 3600}`)
+	})
+	e.subscribe(t, redirect.URL, `, "events": ["task.state.updated"]`)
+	e.subscribe(t, target.URL, `, "events": ["transaction.state.updated"], "plugins": [{"name": "oauth2", "config": {
+		"token_url": "`+tokens.URL+`", "client_id": "a", "client_secret": "b"}}]`)
+	_, port, _ := net.SplitHostPort(strings.TrimPrefix(target.URL, "http://"))
+	declare(t, e, "v6-loopback", "http://[::1]:"+port+"/") // not in allowed_cidrs: blocked at dial
+	e.post(t, `[{"id": "f1", "type": "task.state.updated"}, {"id": "f2", "type": "transaction.state.updated"}]`)
+	labelled := func() (n int) {
+		for _, s := range rec.Ended() {
+			if _, ok := spanAttr(s, "webhook.delivery.id"); ok && s.SpanKind() == trace.SpanKindClient {
+				n++
+			}
+		}
+		return n
+	}
+	eventually(t, "four attempts", func() bool { return labelled() >= 4 })
+	time.Sleep(20 * time.Millisecond)
+	errType := map[string]string{} // subscription -> error.type
+	attempts := 0
+	for _, s := range rec.Ended() {
+		if s.SpanKind() != trace.SpanKindClient {
+			continue
+		}
+		sub, labelled := spanAttr(s, "webhook.subscription.id")
+		if u, _ := spanAttr(s, "url.full"); strings.HasPrefix(u.AsString(), tokens.URL) && labelled {
+			t.Error("the oauth2 token request is labelled as a delivery attempt")
+		}
+		if !labelled {
+			continue
+		}
+		attempts++
+		et, _ := spanAttr(s, "error.type")
+		errType[sub.AsString()] = et.AsString()
+	}
+	if attempts != 4 { // redirect and oauth2 target for f1/f2, and the blocked one for both
+		t.Errorf("%d attempt spans, want 4 (%v)", attempts, errType)
+	}
+	if errType["v6-loopback"] != "blocked" {
+		t.Errorf("blocked attempt: error.type %q", errType["v6-loopback"])
+	}
+	for sub, et := range errType {
+		if sub != "v6-loopback" && et != "302" && et != "" {
+			t.Errorf("%s: error.type %q", sub, et)
+		}
+	}
+}
+
+func TestReadyzWithoutTheDispatcher(t *testing.T) {
+	e := newEnv(t, nil)
+	gw, err := gateway.New(gateway.Options{Config: e.cfg, Store: e.store, Plugins: builtin.Registry(), Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := gw.App().Test(httptest.NewRequest("GET", "/readyz", nil), -1)
+	if err != nil || resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("readyz of a gateway that is not serving: %v %v", resp.StatusCode, err)
+	}
 }

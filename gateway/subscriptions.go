@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/url"
 	"strconv"
 	"time"
@@ -23,7 +24,11 @@ func (g *Gateway) routes() {
 	app.Get("/healthz", g.healthz)
 	app.Get("/readyz", g.readyz)
 	if g.cfg.Telemetry.Metrics.Prometheus {
-		app.Get("/metrics", adaptor.HTTPHandler(promhttp.HandlerFor(g.metrics.registry, promhttp.HandlerOpts{})))
+		// A store error leaves out the store's gauges (and is logged), not the whole scrape.
+		app.Get("/metrics", adaptor.HTTPHandler(promhttp.HandlerFor(g.metrics.registry, promhttp.HandlerOpts{
+			ErrorHandling: promhttp.ContinueOnError,
+			ErrorLog:      slog.NewLogLogger(g.log.Handler(), slog.LevelWarn),
+		})))
 	}
 
 	admin := g.requireAdmin
@@ -48,6 +53,7 @@ func (g *Gateway) routes() {
 	app.Delete(registrations+"/:id", admin, g.deactivateRegistration)
 
 	app.Use(func(c *fiber.Ctx) error {
+		c.Locals(unmatchedRoute{}, true) // serverSpans names no route
 		return newProblem(fiber.StatusNotFound, "no route for "+c.Method()+" "+c.Path())
 	})
 }

@@ -128,11 +128,14 @@ func withTraceParent(ctx context.Context, tp string) context.Context {
 // headerCarrier reads a Fiber request's headers for the propagator.
 type headerCarrier struct{ c *fiber.Ctx }
 
-func (h headerCarrier) Get(key string) string { return h.c.Get(key) }
+func (h headerCarrier) Get(key string) string { return strings.Clone(h.c.Get(key)) }
 func (h headerCarrier) Set(string, string)    {}
 func (h headerCarrier) Keys() []string        { return []string{"traceparent", "tracestate", "baggage"} }
 
-// serverSpans is the middleware that gives every request but the probes a server span,
+// unmatchedRoute marks, in c.Locals, a request that no route matched.
+type unmatchedRoute struct{}
+
+// serverSpans is the middleware that gives every request but the probes (and /metrics) a server span,
 // continuing an inbound traceparent, named and described after the OpenTelemetry HTTP server
 // conventions ("POST /v1/events"). Handlers find the span in c.UserContext().
 func serverSpans(tp trace.TracerProvider) fiber.Handler {
@@ -143,12 +146,14 @@ func serverSpans(tp trace.TracerProvider) fiber.Handler {
 			return c.Next()
 		}
 		ctx := propagator.Extract(c.UserContext(), headerCarrier{c})
-		method := c.Method()
+		// Fiber's strings share its buffers, reused by the next request; spans are exported
+		// later, so every value is copied.
+		method := strings.Clone(c.Method())
 		ctx, span := tracer.Start(ctx, method, trace.WithSpanKind(trace.SpanKindServer),
 			trace.WithAttributes(
 				attribute.String("http.request.method", method),
-				attribute.String("url.path", c.Path()),
-				attribute.String("url.scheme", c.Protocol()),
+				attribute.String("url.path", strings.Clone(c.Path())),
+				attribute.String("url.scheme", strings.Clone(c.Protocol())),
 			))
 		defer span.End()
 		c.SetUserContext(ctx)
@@ -160,10 +165,13 @@ func serverSpans(tp trace.TracerProvider) fiber.Handler {
 			}
 			err = nil
 		}
-		route := c.Route().Path
 		status := c.Response().StatusCode()
-		span.SetName(method + " " + route)
-		span.SetAttributes(attribute.String("http.route", route), attribute.Int("http.response.status_code", status))
+		span.SetAttributes(attribute.Int("http.response.status_code", status))
+		if c.Locals(unmatchedRoute{}) == nil {
+			route := strings.Clone(c.Route().Path)
+			span.SetName(method + " " + route)
+			span.SetAttributes(attribute.String("http.route", route))
+		}
 		if status >= 500 {
 			span.SetAttributes(attribute.String("error.type", strconv.Itoa(status)))
 			span.SetStatus(codes.Error, "")

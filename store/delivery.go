@@ -109,9 +109,11 @@ type Outcome struct {
 
 // Stats are counts for monitoring.
 type Stats struct {
-	// Pending counts deliveries waiting for an attempt (due or not) or in one.
+	// Pending counts the deliveries of active subscriptions waiting for an attempt (due or
+	// not) or in one; those of inactive subscriptions wait for a reactivation, not the queue.
 	Pending int
-	// OldestDue is when the longest-due pending delivery became due; zero when none is due.
+	// OldestDue is when the longest-due of them that is not in flight became due; zero when
+	// none is due.
 	OldestDue time.Time
 	// Subscriptions count active ones without error state, ones in error state, and inactive.
 	Active, InErrorState, Inactive int

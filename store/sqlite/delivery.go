@@ -490,8 +490,11 @@ func failPending(ctx context.Context, tx *sql.Tx, where string, arg any, reason 
 func (s *Store) Stats(ctx context.Context, now time.Time) (store.Stats, error) {
 	var st store.Stats
 	var oldest sql.NullInt64
-	err := s.read.QueryRowContext(ctx, `SELECT COUNT(*), MIN(CASE WHEN next_attempt_at <= ? THEN next_attempt_at END)
-		FROM deliveries WHERE status = 'pending'`, now.UnixNano()).Scan(&st.Pending, &oldest)
+	at := now.UnixNano()
+	err := s.read.QueryRowContext(ctx, `SELECT COUNT(*),
+		MIN(CASE WHEN d.next_attempt_at <= ? AND d.lease_until <= ? THEN d.next_attempt_at END)
+		FROM deliveries d JOIN subscriptions s ON s.id = d.subscription_id
+		WHERE d.status = 'pending' AND s.active = 1`, at, at).Scan(&st.Pending, &oldest)
 	if err != nil {
 		return st, err
 	}

@@ -850,4 +850,18 @@ func testStats(t *testing.T, s store.Store) {
 	if st, _ = s.Stats(ctx, at(0)); !st.OldestDue.IsZero() || st.Pending != 4 {
 		t.Fatalf("nothing due yet: %+v", st)
 	}
+	// An inactive subscription's deliveries wait for its reactivation, not for the queue; a
+	// delivery in flight is not overdue.
+	if _, err := s.UpdateSubscription(ctx, "b", func(sub *store.Subscription) error {
+		sub.Active = false
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.ClaimDeliveries(ctx, store.ClaimOptions{Now: at(2 * time.Minute), LeaseUntil: at(time.Hour), Limit: 10}); err != nil {
+		t.Fatal(err)
+	}
+	if st, _ = s.Stats(ctx, at(3*time.Minute)); st.Pending != 2 || !st.OldestDue.IsZero() || st.Inactive != 1 || st.InErrorState != 0 {
+		t.Fatalf("with b inactive and a's deliveries in flight: %+v", st)
+	}
 }
