@@ -28,6 +28,9 @@ import (
 	"github.com/webhookgw/gateway/store"
 )
 
+// maxChains bounds the deliverer's cache of subscriptions' plugins.
+const maxChains = 10000
+
 // responseBodyLimit is how much of a response body an attempt keeps.
 const responseBodyLimit = 1024
 
@@ -367,6 +370,11 @@ func (d *deliverer) chain(sub *store.Subscription) ([]plugins.Plugin, error) {
 		}
 	}
 	d.mu.Lock()
+	if len(d.chains) >= maxChains {
+		// Deleted subscriptions' entries (and the secrets in them) go too; the rest are
+		// made again as their deliveries come.
+		clear(d.chains)
+	}
 	d.chains[sub.ID] = c
 	d.mu.Unlock()
 	return c.plugins, c.err
