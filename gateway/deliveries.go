@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
-	"strconv"
 	"unicode/utf8"
 
 	"github.com/gofiber/fiber/v2"
@@ -131,13 +130,9 @@ func (g *Gateway) listDeliveries(c *fiber.Ctx) error {
 	default:
 		return invalid(FieldError{Field: "status", Message: "must be pending, succeeded or failed"})
 	}
-	limit := 100
-	if v := c.Query("limit"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 || n > 1000 {
-			return invalid(FieldError{Field: "limit", Message: "must be a whole number from 1 to 1000"})
-		}
-		limit = n
+	limit, err := pageLimit(c)
+	if err != nil {
+		return err
 	}
 	ds, err := g.store.ListDeliveries(c.UserContext(), sub.ID, status, store.ListOptions{Limit: limit, After: c.Query("after")})
 	if errors.Is(err, store.ErrNotFound) {
@@ -146,12 +141,12 @@ func (g *Gateway) listDeliveries(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	if len(ds) == limit {
-		q := url.Values{"limit": {strconv.Itoa(limit)}, "after": {ds[len(ds)-1].ID}}
+	if len(ds) > 0 {
+		q := url.Values{}
 		if status != "" {
 			q.Set("status", string(status))
 		}
-		c.Set(fiber.HeaderLink, fmt.Sprintf(`<%s?%s>; rel="next"`, c.Path(), q.Encode()))
+		setNextLink(c, limit, len(ds), ds[len(ds)-1].ID, q)
 	}
 	views := make([]deliveryView, len(ds))
 	for i, d := range ds {

@@ -136,7 +136,7 @@ func newDeliverer(cfg config.Delivery, sec config.Security, reg *plugins.Registr
 		CheckRetry:   d.checkRetry,
 		Backoff:      quickBackoff,
 		ErrorHandler: retryablehttp.PassthroughErrorHandler,
-		PrepareRetry: d.prepareRetry,
+		PrepareRetry: d.prepare, // re-signs: plugins run again with the new timestamp
 	}
 	return d
 }
@@ -154,7 +154,6 @@ type round struct {
 	retryAfter time.Duration
 	// traceID is the trace of the attempt under way, set by spanTransport.
 	traceID string
-	lastErr error
 }
 
 type roundKey struct{}
@@ -233,10 +232,6 @@ func (d *deliverer) prepare(req *http.Request) error {
 		}
 	}
 	return nil
-}
-
-func (d *deliverer) prepareRetry(req *http.Request) error {
-	return d.prepare(req)
 }
 
 // checkRetry records the attempt that just ended and says whether to retry it in process:

@@ -127,28 +127,45 @@ func (g *Gateway) updateOwned(c *fiber.Ctx, change func(*store.Subscription) err
 	return sub, err
 }
 
-// listPage reads the limit and after query parameters, lists one page, and sets a Link header
-// to the next page when there may be one.
-func (g *Gateway) listPage(c *fiber.Ctx) ([]*store.Subscription, error) {
-	limit := 100
-	if v := c.Query("limit"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 || n > 1000 {
-			return nil, invalid(FieldError{Field: "limit", Message: "must be a whole number from 1 to 1000"})
-		}
-		limit = n
+// pageLimit reads the limit query parameter of a list: 1 to 1000, 100 when absent.
+func pageLimit(c *fiber.Ctx) (int, error) {
+	v := c.Query("limit")
+	if v == "" {
+		return 100, nil
 	}
-	after := c.Query("after")
-	subs, err := g.store.ListSubscriptions(c.UserContext(), store.ListOptions{Limit: limit, After: after})
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 || n > 1000 {
+		return 0, invalid(FieldError{Field: "limit", Message: "must be a whole number from 1 to 1000"})
+	}
+	return n, nil
+}
+
+// setNextLink sets a Link header to the next page when this one is full (there may be more):
+// the same query, with after set to the page's last id.
+func setNextLink(c *fiber.Ctx, limit, got int, lastID string, q url.Values) {
+	if got < limit {
+		return
+	}
+	q.Set("limit", strconv.Itoa(limit))
+	q.Set("after", lastID)
+	c.Set(fiber.HeaderLink, fmt.Sprintf(`<%s?%s>; rel="next"`, c.Path(), q.Encode()))
+}
+
+// listPage lists one page of subscriptions (limit, after) and sets the Link header.
+func (g *Gateway) listPage(c *fiber.Ctx) ([]*store.Subscription, error) {
+	limit, err := pageLimit(c)
+	if err != nil {
+		return nil, err
+	}
+	subs, err := g.store.ListSubscriptions(c.UserContext(), store.ListOptions{Limit: limit, After: c.Query("after")})
 	if errors.Is(err, store.ErrNotFound) {
 		return nil, invalid(FieldError{Field: "after", Message: "no subscription has this id"})
 	}
 	if err != nil {
 		return nil, err
 	}
-	if len(subs) == limit {
-		q := url.Values{"limit": {strconv.Itoa(limit)}, "after": {subs[len(subs)-1].ID}}
-		c.Set(fiber.HeaderLink, fmt.Sprintf(`<%s?%s>; rel="next"`, c.Path(), q.Encode()))
+	if len(subs) > 0 {
+		setNextLink(c, limit, len(subs), subs[len(subs)-1].ID, url.Values{})
 	}
 	return subs, nil
 }

@@ -223,19 +223,15 @@ func (s *Store) CreateSubscription(ctx context.Context, sub *store.Subscription)
 	return err
 }
 
-// GetSubscription returns the subscription with id.
-func (s *Store) GetSubscription(ctx context.Context, id string) (*store.Subscription, error) {
-	return getSubscription(ctx, s.read, id)
-}
-
 type queryer interface {
 	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
 }
 
 var selectSubscriptionSQL = "SELECT " + subscriptionColumns + " FROM subscriptions WHERE id = ?"
 
-func getSubscription(ctx context.Context, q queryer, id string) (*store.Subscription, error) {
-	sub, err := scanSubscription(q.QueryRowContext(ctx, selectSubscriptionSQL, id))
+// GetSubscription returns the subscription with id. Transactions read through txSubscription.
+func (s *Store) GetSubscription(ctx context.Context, id string) (*store.Subscription, error) {
+	sub, err := scanSubscription(s.read.QueryRowContext(ctx, selectSubscriptionSQL, id))
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, fmt.Errorf("subscription %q: %w", id, store.ErrNotFound)
 	}
@@ -284,7 +280,7 @@ func (s *Store) ListSubscriptions(ctx context.Context, opts store.ListOptions) (
 func (s *Store) UpdateSubscription(ctx context.Context, id string, change func(*store.Subscription) error) (*store.Subscription, error) {
 	var updated *store.Subscription
 	err := s.inTx(ctx, func(tx *sql.Tx) error {
-		sub, err := getSubscription(ctx, tx, id)
+		sub, err := s.txSubscription(ctx, tx, id)
 		if err != nil {
 			return err
 		}
@@ -349,7 +345,7 @@ func (s *Store) SyncFileSubscriptions(ctx context.Context, subs []*store.Subscri
 		keep := make(map[string]bool, len(subs))
 		for _, want := range subs {
 			keep[want.ID] = true
-			have, err := getSubscription(ctx, tx, want.ID)
+			have, err := s.txSubscription(ctx, tx, want.ID)
 			switch {
 			case errors.Is(err, store.ErrNotFound):
 				sub := *want
