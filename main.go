@@ -21,6 +21,7 @@ import (
 	"os/signal"
 	"reflect"
 	"runtime/debug"
+	"sync"
 	"syscall"
 	"time"
 
@@ -168,7 +169,9 @@ func serve(path string, explicit bool, stdout, stderr io.Writer) error {
 		return errors.Join(err, st.Close())
 	}
 
-	go func() {
+	// SIGHUP reloads run beside the gateway and end with it, before the store closes.
+	var reloads sync.WaitGroup
+	reloads.Go(func() {
 		for {
 			select {
 			case <-ctx.Done():
@@ -177,9 +180,10 @@ func serve(path string, explicit bool, stdout, stderr io.Writer) error {
 				reload(ctx, gw, cfg, path, explicit, log)
 			}
 		}
-	}()
-
+	})
 	err = gw.Run(ctx)
+	stop() // ends the reloads when Run ended on its own
+	reloads.Wait()
 	log.Info("stopped", "err", err)
 	return errors.Join(err, st.Close())
 }

@@ -84,6 +84,12 @@ type Delivery struct {
 	// DisableAfter is how long a subscription may stay in error state with no success before
 	// it is deactivated.
 	DisableAfter time.Duration `yaml:"disable_after"`
+	// MaxInFlight bounds the HTTP attempts in flight at once, across all subscriptions.
+	MaxInFlight int `yaml:"max_in_flight"`
+	// MaxInFlightPerSubscription bounds one subscription's attempts in flight, unless the
+	// subscription sets its own max_in_flight. A failing subscription drops to one attempt in
+	// flight (a probe) until one succeeds, so failing targets cannot use up MaxInFlight.
+	MaxInFlightPerSubscription int `yaml:"max_in_flight_per_subscription"`
 }
 
 // Security holds the rules for delivery targets.
@@ -139,7 +145,23 @@ type Subscription struct {
 	Headers map[string]string `yaml:"headers"`
 	// Plugins prepare every attempt, in order.
 	Plugins []Plugin `yaml:"plugins"`
+
+	// MaxInFlight bounds this subscription's HTTP attempts in flight at once, from 1 to
+	// delivery.max_in_flight. Left out, delivery.max_in_flight_per_subscription applies.
+	MaxInFlight *int `yaml:"max_in_flight"`
+	// RateLimit bounds this subscription's attempts per second (0.5 is one every two seconds),
+	// more than 0 and at most MaxRateLimit. Attempts over the limit wait their turn; none is
+	// dropped. Left out, there is no limit.
+	RateLimit *float64 `yaml:"rate_limit"`
+	// Ordering is "fifo" to deliver one event at a time, in the order the events were
+	// ingested: an event that keeps failing holds back the ones after it until it succeeds or
+	// has failed for good, and throughput is one round trip at a time. Empty (the default)
+	// delivers concurrently, in no particular order. With fifo, MaxInFlight may only be 1.
+	Ordering string `yaml:"ordering"`
 }
+
+// OrderingFIFO is the Ordering that delivers a subscription's events one at a time, in order.
+const OrderingFIFO = "fifo"
 
 // Plugin names a plugin and holds its configuration, which the plugin decodes strictly.
 type Plugin struct {
@@ -169,10 +191,12 @@ func Default() *Config {
 				5 * time.Second, 5 * time.Minute, 30 * time.Minute, 2 * time.Hour,
 				5 * time.Hour, 10 * time.Hour, 14 * time.Hour, 20 * time.Hour, 24 * time.Hour,
 			},
-			Jitter:          0.2,
-			QuickRetries:    2,
-			ErrorStateAfter: 5,
-			DisableAfter:    120 * time.Hour,
+			Jitter:                     0.2,
+			QuickRetries:               2,
+			ErrorStateAfter:            5,
+			DisableAfter:               120 * time.Hour,
+			MaxInFlight:                512,
+			MaxInFlightPerSubscription: 32,
 		},
 		Security: Security{RequireHTTPS: true},
 		Telemetry: Telemetry{

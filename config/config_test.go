@@ -212,3 +212,91 @@ func TestUnknownKeyDoesNotEchoAValue(t *testing.T) {
 		t.Fatalf("%v", err)
 	}
 }
+
+func TestSubscriptionDeliveryPolicy(t *testing.T) {
+	cfg, err := config.Parse([]byte(`
+delivery:
+  max_in_flight: 64
+subscriptions:
+  - id: billing
+    url: https://billing.example.com/hooks
+    max_in_flight: 64
+    rate_limit: 0.5
+  - id: ledger
+    url: https://ledger.example.com/hooks
+    ordering: fifo
+    max_in_flight: 1
+    rate_limit: ${RATE}
+  - id: plain
+    url: https://plain.example.com/hooks
+    max_in_flight: ~
+    ordering: ""
+`), env(map[string]string{"RATE": "50"}), builtin.Registry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, l, p := cfg.Subscriptions[0], cfg.Subscriptions[1], cfg.Subscriptions[2]
+	if b.MaxInFlight == nil || *b.MaxInFlight != 64 || b.RateLimit == nil || *b.RateLimit != 0.5 || b.Ordering != "" {
+		t.Errorf("billing: %+v", b)
+	}
+	if l.MaxInFlight == nil || *l.MaxInFlight != 1 || l.RateLimit == nil || *l.RateLimit != 50 || l.Ordering != config.OrderingFIFO {
+		t.Errorf("ledger: %+v", l)
+	}
+	if p.MaxInFlight != nil || p.RateLimit != nil || p.Ordering != "" {
+		t.Errorf("plain (nothing set): %+v", p)
+	}
+}
+
+// Each bad policy key gets one problem at its own path, bounded by the running
+// delivery.max_in_flight.
+func TestSubscriptionDeliveryPolicyProblems(t *testing.T) {
+	cases := []struct{ keys, want string }{
+		{"max_in_flight: 0", "subscriptions[0].max_in_flight: must be a whole number from 1 to 8 (delivery.max_in_flight)"},
+		{"max_in_flight: 9", "subscriptions[0].max_in_flight: must be a whole number from 1 to 8 (delivery.max_in_flight)"},
+		{"max_in_flight: -1", "subscriptions[0].max_in_flight: must be a whole number from 1 to 8 (delivery.max_in_flight)"},
+		{"max_in_flight: 2.5", `subscriptions[0].max_in_flight: must be a whole number, not "2.5"`},
+		{"max_in_flight: many", `subscriptions[0].max_in_flight: must be a whole number, not "many"`},
+		{`max_in_flight: ""`, `subscriptions[0].max_in_flight: must be a whole number, not ""`},
+		{"max_in_flight: [1]", "subscriptions[0].max_in_flight: must be a whole number"},
+		{"rate_limit: 0", "subscriptions[0].rate_limit: must be more than 0 and at most 100000 (attempts per second)"},
+		{"rate_limit: -5", "subscriptions[0].rate_limit: must be more than 0 and at most 100000 (attempts per second)"},
+		{"rate_limit: 100000.5", "subscriptions[0].rate_limit: must be more than 0 and at most 100000 (attempts per second)"},
+		{"rate_limit: .inf", "subscriptions[0].rate_limit: must be more than 0 and at most 100000 (attempts per second)"},
+		{"rate_limit: .nan", "subscriptions[0].rate_limit: must be more than 0 and at most 100000 (attempts per second)"},
+		{"rate_limit: fast", `subscriptions[0].rate_limit: must be a number, not "fast"`},
+		{"ordering: lifo", `subscriptions[0].ordering: must be fifo or empty, not "lifo"`},
+		{"ordering: FIFO", `subscriptions[0].ordering: must be fifo or empty, not "FIFO"`},
+		{"ordering: fifo\n    max_in_flight: 2", "subscriptions[0].max_in_flight: must be 1 or left out with ordering: fifo, which delivers one at a time"},
+	}
+	for _, c := range cases {
+		t.Run(c.keys, func(t *testing.T) {
+			yaml := "delivery:\n  max_in_flight: 8\n  max_in_flight_per_subscription: 4\nsubscriptions:\n  - id: a\n    url: https://example.com\n    " + c.keys + "\n"
+			_, err := config.Parse([]byte(yaml), env(nil), builtin.Registry())
+			var ps config.Problems
+			if !errors.As(err, &ps) {
+				t.Fatalf("got %v, want Problems", err)
+			}
+			if len(ps) != 1 || ps[0].String() != c.want {
+				t.Fatalf("problems:\n%v\nwant exactly:\n%s", err, c.want)
+			}
+		})
+	}
+	// Accepted at the bounds, fifo with 1 included.
+	for _, keys := range []string{"max_in_flight: 1", "max_in_flight: 8", "rate_limit: 100000", "rate_limit: 0.001",
+		"ordering: fifo\n    max_in_flight: 1", "ordering: fifo\n    rate_limit: 2"} {
+		yaml := "delivery:\n  max_in_flight: 8\n  max_in_flight_per_subscription: 4\nsubscriptions:\n  - id: a\n    url: https://example.com\n    " + keys + "\n"
+		if _, err := config.Parse([]byte(yaml), env(nil), builtin.Registry()); err != nil {
+			t.Errorf("%q: %v", keys, err)
+		}
+	}
+}
+
+// yaml.v3 would turn 1.5 into 1 for a whole-number key; the loader refuses it.
+func TestWholeNumberKeysRefuseFractions(t *testing.T) {
+	_, err := config.Parse([]byte("delivery:\n  quick_retries: 1.5\n  timeout: 1.5\n"), env(nil), nil)
+	want := "delivery.quick_retries: must be a whole number, not \"1.5\"\n" +
+		"delivery.timeout: must be a duration such as 15s, 5m or 2h, not \"1.5\""
+	if err == nil || err.Error() != want {
+		t.Fatalf("got:\n%v\nwant:\n%s", err, want)
+	}
+}

@@ -115,10 +115,17 @@ func decodeValue(n *yaml.Node, v reflect.Value, path string, ps *Problems) {
 	}
 	switch v.Kind() {
 	case reflect.Pointer:
-		if v.IsNil() {
-			v.Set(reflect.New(v.Type().Elem()))
+		// A pointer is set only to a value that decoded: a wrong value leaves it as it was,
+		// so that it is reported once, not again by Validate as the zero value.
+		elem := reflect.New(v.Type().Elem())
+		if !v.IsNil() {
+			elem.Elem().Set(v.Elem())
 		}
-		decodeValue(n, v.Elem(), path, ps)
+		before := len(*ps)
+		decodeValue(n, elem.Elem(), path, ps)
+		if len(*ps) == before {
+			v.Set(elem)
+		}
 	case reflect.Struct:
 		decodeStruct(n, v, path, ps)
 	case reflect.Slice:
@@ -155,6 +162,11 @@ func decodeValue(n *yaml.Node, v reflect.Value, path string, ps *Problems) {
 	default:
 		if n.Kind != yaml.ScalarNode {
 			ps.Add(path, "must be %s", describeKind(v.Type()))
+			return
+		}
+		if isInt(v.Kind()) && n.ShortTag() == "!!float" {
+			// yaml.v3 would drop the fraction: 1.5 would be 1.
+			ps.Add(path, "must be %s, not %q", describeKind(v.Type()), n.Value)
 			return
 		}
 		target := reflect.New(v.Type())
@@ -241,6 +253,15 @@ func sortedKeys(m map[string][]int) []string {
 	}
 	sort.Strings(keys)
 	return keys
+}
+
+func isInt(k reflect.Kind) bool {
+	switch k {
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		return true
+	}
+	return false
 }
 
 func describeKind(t reflect.Type) string {

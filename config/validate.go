@@ -86,6 +86,12 @@ func (c *Config) Validate(plugins PluginChecker) error {
 	if d.DisableAfter <= 0 {
 		ps.Add("delivery.disable_after", "must be more than 0")
 	}
+	if d.MaxInFlight < 1 || d.MaxInFlight > 100000 {
+		ps.Add("delivery.max_in_flight", "must be between 1 and 100000")
+	}
+	if d.MaxInFlightPerSubscription < 1 || d.MaxInFlightPerSubscription > d.MaxInFlight {
+		ps.Add("delivery.max_in_flight_per_subscription", "must be at least 1 and at most delivery.max_in_flight")
+	}
 
 	for i, h := range c.Security.AllowedHosts {
 		if err := checkHostPattern(h); err != nil {
@@ -147,6 +153,21 @@ func (c *Config) Validate(plugins PluginChecker) error {
 				ps.Add(path+".headers."+name, "%v", err)
 			}
 		}
+		if s.MaxInFlight != nil {
+			if err := d.CheckMaxInFlight(*s.MaxInFlight); err != nil {
+				ps.Add(path+".max_in_flight", "%v", err)
+			} else if *s.MaxInFlight > 1 && s.Ordering == OrderingFIFO {
+				ps.Add(path+".max_in_flight", "must be 1 or left out with ordering: fifo, which delivers one at a time")
+			}
+		}
+		if s.RateLimit != nil {
+			if err := CheckRateLimit(*s.RateLimit); err != nil {
+				ps.Add(path+".rate_limit", "%v", err)
+			}
+		}
+		if s.Ordering != "" && s.Ordering != OrderingFIFO {
+			ps.Add(path+".ordering", "must be fifo or empty, not %q", s.Ordering)
+		}
 		for j, p := range s.Plugins {
 			ppath := fmt.Sprintf("%s.plugins[%d]", path, j)
 			if p.Name == "" {
@@ -173,6 +194,27 @@ func (c *Config) Validate(plugins PluginChecker) error {
 	}
 	if len(ps) > 0 {
 		return ps
+	}
+	return nil
+}
+
+// MaxRateLimit is the highest rate limit a subscription may have, in attempts per second.
+const MaxRateLimit = 100000
+
+// CheckMaxInFlight reports whether n may be a subscription's own limit of attempts in flight:
+// from 1 to d.MaxInFlight.
+func (d Delivery) CheckMaxInFlight(n int) error {
+	if n < 1 || n > d.MaxInFlight {
+		return fmt.Errorf("must be a whole number from 1 to %d (delivery.max_in_flight)", d.MaxInFlight)
+	}
+	return nil
+}
+
+// CheckRateLimit reports whether r may be a subscription's rate limit, in attempts per
+// second: more than 0 and at most MaxRateLimit.
+func CheckRateLimit(r float64) error {
+	if !(r > 0 && r <= MaxRateLimit) { // NaN too
+		return fmt.Errorf("must be more than 0 and at most %d (attempts per second)", MaxRateLimit)
 	}
 	return nil
 }

@@ -1,6 +1,7 @@
 package gateway_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"net/http"
@@ -12,6 +13,7 @@ import (
 	"github.com/webhookgw/gateway/config"
 	"github.com/webhookgw/gateway/gateway"
 	"github.com/webhookgw/gateway/plugins/builtin"
+	"github.com/webhookgw/gateway/store"
 )
 
 var (
@@ -208,7 +210,8 @@ func TestRegistrationSeedResponse(t *testing.T) {
 	r := e.do("POST", "/api/WebhookRegistrations", body)
 	expect(t, r, http.StatusCreated)
 	want := []string{"registrationId", "requestId", "callBackUrl", "callBackUserName", "callBackPassword",
-		"subMerchantId", "merchantId", "isActive", "deactivatedAt", "isInErrorState", "errorStateReason", "detectedErrorStateAt"}
+		"subMerchantId", "merchantId", "isActive", "deactivatedAt", "isInErrorState", "errorStateReason", "detectedErrorStateAt",
+		"deliveryPolicy"} // the seed's fields, then the gateway's extension
 	if got := keys(t, r.body); strings.Join(got, ",") != strings.Join(want, ",") {
 		t.Fatalf("fields %v, want %v", got, want)
 	}
@@ -398,4 +401,282 @@ func TestListPagination(t *testing.T) {
 func TestUnknownRouteIsProblem(t *testing.T) {
 	e := newEnv(t, nil)
 	expectProblem(t, e.do("GET", "/v2/nothing", nil), 404)
+}
+
+// defaultPolicy is deliveryPolicy as a response shows a subscription that sets none.
+const defaultPolicy = `{"maxInFlight":null,"rateLimit":null,"ordering":null}`
+
+// policyOf returns the deliveryPolicy of a response as compact JSON.
+func policyOf(t *testing.T, r response) string {
+	t.Helper()
+	var v struct {
+		DeliveryPolicy json.RawMessage `json:"deliveryPolicy"`
+	}
+	if err := json.Unmarshal(r.body, &v); err != nil || v.DeliveryPolicy == nil {
+		t.Fatalf("no deliveryPolicy (%v): %s", err, r.body)
+	}
+	var b bytes.Buffer
+	if err := json.Compact(&b, v.DeliveryPolicy); err != nil {
+		t.Fatal(err)
+	}
+	return b.String()
+}
+
+// storedPolicy returns the policy the store holds for id.
+func (e *env) storedPolicy(t *testing.T, id string) store.Policy {
+	t.Helper()
+	sub, err := e.store.GetSubscription(context.Background(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sub.Policy
+}
+
+func TestWebhookDeliveryPolicy(t *testing.T) {
+	e := newEnv(t, nil)
+	// Without one: every key shown, null.
+	r := e.do("POST", "/v1/webhooks", `{"url": "https://example.com"}`)
+	expect(t, r, http.StatusCreated)
+	if got := policyOf(t, r); got != defaultPolicy {
+		t.Errorf("default deliveryPolicy %s, want %s", got, defaultPolicy)
+	}
+
+	r = e.do("POST", "/v1/webhooks", `{"url": "https://example.com", "plugins": [{"name": "bearer", "config": {"token": "t"}}],
+		"deliveryPolicy": {"maxInFlight": 16, "rateLimit": 0.5}}`)
+	expect(t, r, http.StatusCreated)
+	got := keys(t, r.body)
+	if strings.Join(got[:8], ",") != "id,url,events,headers,updatedAt,createdAt,plugins,deliveryPolicy" {
+		t.Errorf("fields %v: the seed's first, then plugins and deliveryPolicy", got)
+	}
+	if p := policyOf(t, r); p != `{"maxInFlight":16,"rateLimit":0.5,"ordering":null}` {
+		t.Errorf("deliveryPolicy %s", p)
+	}
+	id := r.json(t)["id"].(string)
+	if p := e.storedPolicy(t, id); p != (store.Policy{MaxInFlight: 16, RateLimit: 0.5}) {
+		t.Errorf("stored %+v", p)
+	}
+	if p := policyOf(t, e.do("GET", "/v1/webhooks/"+id, nil)); p != `{"maxInFlight":16,"rateLimit":0.5,"ordering":null}` {
+		t.Errorf("GET deliveryPolicy %s", p)
+	}
+	// Dialect 2 shows the same policy.
+	if p := policyOf(t, e.do("GET", "/api/WebhookRegistrations/"+id, nil)); p != `{"maxInFlight":16,"rateLimit":0.5,"ordering":null}` {
+		t.Errorf("dialect 2 deliveryPolicy %s", p)
+	}
+
+	// PUT replaces the policy as it replaces the other fields: what it leaves out is the default.
+	r = e.do("PUT", "/v1/webhooks/"+id, `{"url": "https://example.com", "deliveryPolicy": {"ordering": "fifo"}}`)
+	expect(t, r, http.StatusOK)
+	if p := policyOf(t, r); p != `{"maxInFlight":null,"rateLimit":null,"ordering":"fifo"}` {
+		t.Errorf("after PUT with ordering only: %s", p)
+	}
+	if p := e.storedPolicy(t, id); p != (store.Policy{Ordering: store.FIFO}) {
+		t.Errorf("stored after PUT %+v", p)
+	}
+	// A response's deliveryPolicy can be sent back as it is.
+	r = e.do("PUT", "/v1/webhooks/"+id, `{"url": "https://example.com", "deliveryPolicy": {"maxInFlight": 1, "rateLimit": 50, "ordering": "fifo"}}`)
+	expect(t, r, http.StatusOK)
+	back := policyOf(t, r)
+	r = e.do("PUT", "/v1/webhooks/"+id, `{"url": "https://example.com", "deliveryPolicy": `+back+`}`)
+	expect(t, r, http.StatusOK)
+	if policyOf(t, r) != back || back != `{"maxInFlight":1,"rateLimit":50,"ordering":"fifo"}` {
+		t.Errorf("round trip: %s, then %s", back, policyOf(t, r))
+	}
+	for _, body := range []string{`{"url": "https://example.com"}`, `{"url": "https://example.com", "deliveryPolicy": null}`,
+		`{"url": "https://example.com", "deliveryPolicy": {}}`,
+		`{"url": "https://example.com", "deliveryPolicy": {"maxInFlight": null, "rateLimit": null, "ordering": null}}`,
+		`{"url": "https://example.com", "deliveryPolicy": {"ordering": ""}}`} {
+		e.do("PUT", "/v1/webhooks/"+id, `{"url": "https://example.com", "deliveryPolicy": {"maxInFlight": 3, "rateLimit": 7}}`)
+		r = e.do("PUT", "/v1/webhooks/"+id, body)
+		expect(t, r, http.StatusOK)
+		if policyOf(t, r) != defaultPolicy {
+			t.Errorf("PUT %s: %s, want the default", body, policyOf(t, r))
+		}
+		if p := e.storedPolicy(t, id); p != (store.Policy{}) {
+			t.Errorf("PUT %s: stored %+v", body, p)
+		}
+	}
+}
+
+func TestRegistrationDeliveryPolicy(t *testing.T) {
+	e := newEnv(t, nil)
+	const reg = `"requestId":"r","callBackUrl":"https://example.com","callBackUserName":"u","callBackPassword":"p","sourceSenderId":"s"`
+	r := e.do("POST", "/api/WebhookRegistrations", `{`+reg+`, "deliveryPolicy": {"maxInFlight": 16, "rateLimit": 50}}`)
+	expect(t, r, http.StatusCreated)
+	if p := policyOf(t, r); p != `{"maxInFlight":16,"rateLimit":50,"ordering":null}` {
+		t.Fatalf("created with %s", p)
+	}
+	id := r.json(t)["registrationId"].(string)
+	if p := policyOf(t, e.do("GET", "/api/WebhookRegistrations/"+id, nil)); p != `{"maxInFlight":16,"rateLimit":50,"ordering":null}` {
+		t.Errorf("GET %s", p)
+	}
+	if p := policyOf(t, e.do("GET", "/v1/webhooks/"+id, nil)); p != `{"maxInFlight":16,"rateLimit":50,"ordering":null}` {
+		t.Errorf("dialect 1 GET %s", p)
+	}
+	if got := policyOf(t, e.do("POST", "/api/WebhookRegistrations", `{`+reg+`}`)); got != defaultPolicy {
+		t.Errorf("registration without a policy: %s", got)
+	}
+
+	// PUT changes only what it sends: keys left out keep their value, null ones go back to
+	// the default, and deliveryPolicy null resets them all.
+	steps := []struct{ body, want string }{
+		{`{"isActive": true}`, `{"maxInFlight":16,"rateLimit":50,"ordering":null}`},
+		{`{"deliveryPolicy": {}}`, `{"maxInFlight":16,"rateLimit":50,"ordering":null}`},
+		{`{"deliveryPolicy": {"rateLimit": 2.5}}`, `{"maxInFlight":16,"rateLimit":2.5,"ordering":null}`},
+		{`{"deliveryPolicy": {"maxInFlight": null, "ordering": "fifo"}}`, `{"maxInFlight":null,"rateLimit":2.5,"ordering":"fifo"}`},
+		{`{"callBackPassword": "new"}`, `{"maxInFlight":null,"rateLimit":2.5,"ordering":"fifo"}`},
+		{`{"deliveryPolicy": {"maxInFlight": 1}}`, `{"maxInFlight":1,"rateLimit":2.5,"ordering":"fifo"}`},
+		{`{"deliveryPolicy": {"ordering": null, "maxInFlight": 8}}`, `{"maxInFlight":8,"rateLimit":2.5,"ordering":null}`},
+		{`{"deliveryPolicy": null}`, defaultPolicy},
+	}
+	for _, s := range steps {
+		r := e.do("PUT", "/api/WebhookRegistrations/"+id, s.body)
+		expect(t, r, http.StatusOK)
+		if got := policyOf(t, r); got != s.want {
+			t.Fatalf("PUT %s: %s, want %s", s.body, got, s.want)
+		}
+		if got := policyOf(t, e.do("GET", "/api/WebhookRegistrations/"+id, nil)); got != s.want {
+			t.Fatalf("GET after PUT %s: %s, want %s", s.body, got, s.want)
+		}
+	}
+
+	// fifo is checked against what the registration already has: maxInFlight 8 stays.
+	e.do("PUT", "/api/WebhookRegistrations/"+id, `{"deliveryPolicy": {"maxInFlight": 8}}`)
+	p := expectProblem(t, e.do("PUT", "/api/WebhookRegistrations/"+id, `{"deliveryPolicy": {"ordering": "fifo"}}`), 400, "deliveryPolicy.maxInFlight")
+	if msg := p["errors"].([]any)[0].(map[string]any)["message"].(string); !strings.Contains(msg, "one at a time") || !strings.Contains(msg, "8") {
+		t.Errorf("fifo with maxInFlight 8: %q", msg)
+	}
+	// A refused PUT changes nothing, the other fields it sends included.
+	expectProblem(t, e.do("PUT", "/api/WebhookRegistrations/"+id, `{"callBackUserName": "other", "deliveryPolicy": {"rateLimit": 0}}`), 400, "deliveryPolicy.rateLimit")
+	if got, err := e.store.GetSubscription(context.Background(), id); err != nil || got.Policy != (store.Policy{MaxInFlight: 8}) || got.Username != "u" {
+		t.Fatalf("changed by refused PUTs: %+v %v", got, err)
+	}
+}
+
+// Bad policies are refused in both dialects, each field named, nothing stored. maxInFlight is
+// bounded by the running configuration's delivery.max_in_flight.
+func TestDeliveryPolicyBadInput(t *testing.T) {
+	e := newEnv(t, func(c *config.Config) { c.Delivery.MaxInFlight, c.Delivery.MaxInFlightPerSubscription = 64, 8 })
+	cases := []struct {
+		name, policy string
+		fields       []string
+		message      string
+	}{
+		{"maxInFlight 0", `{"maxInFlight": 0}`, []string{"deliveryPolicy.maxInFlight"}, "from 1 to 64"},
+		{"maxInFlight over delivery.max_in_flight", `{"maxInFlight": 65}`, []string{"deliveryPolicy.maxInFlight"}, "from 1 to 64"},
+		{"maxInFlight negative", `{"maxInFlight": -1}`, []string{"deliveryPolicy.maxInFlight"}, "from 1 to 64"},
+		{"maxInFlight fraction", `{"maxInFlight": 1.5}`, []string{"deliveryPolicy.maxInFlight"}, "whole number"},
+		{"maxInFlight huge", `{"maxInFlight": 1e30}`, []string{"deliveryPolicy.maxInFlight"}, "whole number"},
+		{"maxInFlight string", `{"maxInFlight": "16"}`, []string{"deliveryPolicy.maxInFlight"}, "whole number"},
+		{"rateLimit 0", `{"rateLimit": 0}`, []string{"deliveryPolicy.rateLimit"}, "more than 0"},
+		{"rateLimit negative", `{"rateLimit": -2}`, []string{"deliveryPolicy.rateLimit"}, "more than 0"},
+		{"rateLimit too high", `{"rateLimit": 100001}`, []string{"deliveryPolicy.rateLimit"}, "at most 100000"},
+		{"rateLimit out of range", `{"rateLimit": 1e400}`, []string{"deliveryPolicy.rateLimit"}, "a number"},
+		{"rateLimit string", `{"rateLimit": "fast"}`, []string{"deliveryPolicy.rateLimit"}, "a number"},
+		{"ordering unknown", `{"ordering": "lifo"}`, []string{"deliveryPolicy.ordering"}, `"fifo" or null`},
+		{"ordering case", `{"ordering": "FIFO"}`, []string{"deliveryPolicy.ordering"}, `"fifo" or null`},
+		{"ordering not a string", `{"ordering": true}`, []string{"deliveryPolicy.ordering"}, `"fifo" or null`},
+		{"fifo with maxInFlight 2", `{"ordering": "fifo", "maxInFlight": 2}`, []string{"deliveryPolicy.maxInFlight"}, "one at a time"},
+		{"unknown key", `{"maxInFlight": 2, "burst": 10}`, []string{"deliveryPolicy.burst"}, "unknown field"},
+		{"not an object", `"fast"`, []string{"deliveryPolicy"}, "an object"},
+		{"an array", `[16]`, []string{"deliveryPolicy"}, "an object"},
+		{"all three wrong", `{"maxInFlight": 0, "rateLimit": 0, "ordering": "x"}`,
+			[]string{"deliveryPolicy.maxInFlight", "deliveryPolicy.rateLimit", "deliveryPolicy.ordering"}, ""},
+	}
+	const reg = `"requestId":"r","callBackUrl":"https://example.com","callBackUserName":"u","callBackPassword":"p","sourceSenderId":"s"`
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			for _, post := range []struct{ path, body string }{
+				{"/v1/webhooks", `{"url": "https://example.com", "deliveryPolicy": ` + tc.policy + `}`},
+				{"/api/WebhookRegistrations", `{` + reg + `, "deliveryPolicy": ` + tc.policy + `}`},
+			} {
+				p := expectProblem(t, e.do("POST", post.path, post.body), 400, tc.fields...)
+				errs := p["errors"].([]any)
+				if len(errs) != len(tc.fields) {
+					t.Errorf("%s: %d errors, want %d: %v", post.path, len(errs), len(tc.fields), errs)
+				}
+				if msg := errs[0].(map[string]any)["message"].(string); !strings.Contains(msg, tc.message) {
+					t.Errorf("%s: message %q lacks %q", post.path, msg, tc.message)
+				}
+			}
+			if e.count() != 0 {
+				t.Fatal("a bad policy was stored")
+			}
+		})
+	}
+	// Policy problems come with the request's other problems, in one answer.
+	expectProblem(t, e.do("POST", "/v1/webhooks", `{"url": "http://example.com", "deliveryPolicy": {"rateLimit": -1}}`), 400, "url", "deliveryPolicy.rateLimit")
+	expectProblem(t, e.do("POST", "/api/WebhookRegistrations", `{"requestId": "r", "deliveryPolicy": {"ordering": "lifo"}}`), 400,
+		"callBackUrl", "callBackUserName", "callBackPassword", "sourceSenderId", "deliveryPolicy.ordering")
+	// At the bounds: accepted.
+	expect(t, e.do("POST", "/v1/webhooks", `{"url": "https://example.com", "deliveryPolicy": {"maxInFlight": 64, "rateLimit": 100000}}`), 201)
+	expect(t, e.do("POST", "/api/WebhookRegistrations", `{`+reg+`, "deliveryPolicy": {"maxInFlight": 1, "rateLimit": 0.001, "ordering": "fifo"}}`), 201)
+}
+
+// The file's max_in_flight, rate_limit and ordering land in the store's policy, and a changed
+// policy updates the subscription at the next sync.
+func TestSyncDeliveryPolicy(t *testing.T) {
+	e := newEnv(t, nil)
+	ctx := context.Background()
+	cfg := config.Default()
+	n, rate := 16, 0.5
+	cfg.Subscriptions = []config.Subscription{
+		{ID: "billing", URL: "https://billing.example.com/hooks", MaxInFlight: &n, RateLimit: &rate},
+		{ID: "ledger", URL: "https://ledger.example.com/hooks", Ordering: config.OrderingFIFO},
+		{ID: "plain", URL: "https://plain.example.com/hooks"},
+	}
+	if err := cfg.Validate(builtin.Registry()); err != nil {
+		t.Fatal(err)
+	}
+	if res, err := e.gw.SyncSubscriptions(ctx, cfg); err != nil || res.Created != 3 {
+		t.Fatalf("%+v %v", res, err)
+	}
+	want := map[string]store.Policy{
+		"billing": {MaxInFlight: 16, RateLimit: 0.5},
+		"ledger":  {Ordering: store.FIFO},
+		"plain":   {},
+	}
+	for id, p := range want {
+		if got := e.storedPolicy(t, id); got != p {
+			t.Errorf("%s: stored %+v, want %+v", id, got, p)
+		}
+	}
+	if p := policyOf(t, e.do("GET", "/v1/webhooks/billing", nil)); p != `{"maxInFlight":16,"rateLimit":0.5,"ordering":null}` {
+		t.Errorf("GET billing %s", p)
+	}
+	if p := policyOf(t, e.do("GET", "/api/WebhookRegistrations/ledger", nil)); p != `{"maxInFlight":null,"rateLimit":null,"ordering":"fifo"}` {
+		t.Errorf("GET ledger %s", p)
+	}
+	before, err := e.store.GetSubscription(ctx, "billing")
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// The same file changes nothing; a changed policy (and only that) updates the subscription.
+	if res, err := e.gw.SyncSubscriptions(ctx, cfg); err != nil || res != (store.SyncResult{}) {
+		t.Fatalf("sync of the same file: %+v %v", res, err)
+	}
+	n2 := 4
+	cfg.Subscriptions[0].MaxInFlight, cfg.Subscriptions[0].RateLimit = &n2, nil
+	cfg.Subscriptions[1].Ordering = ""
+	if res, err := e.gw.SyncSubscriptions(ctx, cfg); err != nil || res != (store.SyncResult{Updated: 2}) {
+		t.Fatalf("sync of changed policies: %+v %v", res, err)
+	}
+	after, err := e.store.GetSubscription(ctx, "billing")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after.Policy != (store.Policy{MaxInFlight: 4}) || after.Version <= before.Version {
+		t.Errorf("billing after the change: policy %+v, version %d (was %d)", after.Policy, after.Version, before.Version)
+	}
+	if got := e.storedPolicy(t, "ledger"); got != (store.Policy{}) {
+		t.Errorf("ledger after ordering was removed: %+v", got)
+	}
+
+	// A declared subscription's policy is the file's: the API answers 409 in both dialects.
+	expectProblem(t, e.do("PUT", "/v1/webhooks/billing", `{"url": "https://billing.example.com/hooks", "deliveryPolicy": {"maxInFlight": 32}}`), 409)
+	expectProblem(t, e.do("PUT", "/api/WebhookRegistrations/billing", `{"deliveryPolicy": {"rateLimit": 1}}`), 409)
+	expectProblem(t, e.do("PUT", "/api/WebhookRegistrations/billing", `{"deliveryPolicy": null}`), 409)
+	if got := e.storedPolicy(t, "billing"); got != (store.Policy{MaxInFlight: 4}) {
+		t.Errorf("billing changed by refused PUTs: %+v", got)
+	}
 }

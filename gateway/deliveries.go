@@ -177,13 +177,15 @@ func (g *Gateway) getDelivery(c *fiber.Ctx) error {
 func (g *Gateway) retryDelivery(c *fiber.Ctx) error {
 	id := c.Params("id")
 	d, err := g.store.RetryDelivery(c.UserContext(), id, g.now().UTC())
-	if errors.Is(err, store.ErrNotFound) {
+	switch {
+	case errors.Is(err, store.ErrNotFound):
 		return newProblem(fiber.StatusNotFound, fmt.Sprintf("no delivery has the id %q", id))
-	}
-	if err != nil {
+	case errors.Is(err, store.ErrSubscriptionGone):
+		return newProblem(fiber.StatusConflict, fmt.Sprintf("the subscription of delivery %q was deleted: there is nowhere to send it", id))
+	case err != nil:
 		return err
 	}
-	g.dispatch.wake()
+	g.engine.Wake()
 	return c.Status(fiber.StatusAccepted).JSON(newDeliveryView(d))
 }
 
@@ -202,6 +204,6 @@ func (g *Gateway) reactivateWebhook(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	g.dispatch.wake()
+	g.engine.Wake()
 	return c.JSON(g.webhookView(sub))
 }

@@ -541,9 +541,9 @@ func TestSlowSubscriberDoesNotStallOthers(t *testing.T) {
 		c.Security.RequireHTTPS = false
 		c.Security.AllowPrivateNetworks = true
 		c.Delivery.Timeout = 30 * time.Second
+		c.Delivery.MaxInFlight, c.Delivery.MaxInFlightPerSubscription = 8, 2
 	}, func(o *gatewayOptions) {
 		o.PollInterval = 5 * time.Millisecond
-		o.Workers, o.PerSubscription = 8, 2
 	})
 	release := make(chan struct{})
 	var once sync.Once

@@ -62,6 +62,12 @@ func FuzzWebhookRequest(f *testing.F) {
 		`{"url": "http://x", "events": ["nope"], "headers": {"Bad Name": "\u0000"}}`,
 		`{"url": null, "events": null, "headers": null, "plugins": null}`,
 		`[]`, `null`, `{`, `{"url": "https://example.com"} x`,
+		`{"url": "https://example.com", "deliveryPolicy": {"maxInFlight": 16, "rateLimit": 50, "ordering": "fifo"}}`,
+		`{"url": "https://example.com", "deliveryPolicy": {"maxInFlight": 1, "rateLimit": 0.5, "ordering": "fifo"}}`,
+		`{"url": "https://example.com", "deliveryPolicy": {"maxInFlight": null, "rateLimit": null, "ordering": null}}`,
+		`{"url": "https://example.com", "deliveryPolicy": {"maxInFlight": 0, "rateLimit": -1e400, "ordering": "lifo", "burst": 2}}`,
+		`{"url": "https://example.com", "deliveryPolicy": {"maxInFlight": 1.5, "rateLimit": "50", "ordering": 1}}`,
+		`{"url": "https://example.com", "deliveryPolicy": null}`, `{"url": "https://example.com", "deliveryPolicy": [16]}`,
 	})
 }
 
@@ -71,5 +77,10 @@ func FuzzRegistrationRequest(f *testing.F) {
 		`{"requestId": "R4J39QO2DC-YP3B-3BT2-5AC9-FFOP111SLGN0", "callBackUrl": "string", "callBackUserName": "string", "callBackPassword": "string"}`,
 		`{"requestId": "r", "callBackUrl": "https://example.com", "callBackUserName": "a:b", "callBackPassword": "", "sourceSenderId": "s", "isActive": false}`,
 		`{"isActive": "yes"}`, `{}`, `[1]`, `"x"`,
+		`{"requestId": "r", "callBackUrl": "https://example.com", "callBackUserName": "u", "callBackPassword": "p", "sourceSenderId": "s", "deliveryPolicy": {"maxInFlight": 16, "rateLimit": 50}}`,
+		`{"requestId": "r", "callBackUrl": "https://example.com", "callBackUserName": "u", "callBackPassword": "p", "sourceSenderId": "s", "deliveryPolicy": {"ordering": "fifo", "rateLimit": 0.25}}`,
+		`{"requestId": "r", "callBackUrl": "https://example.com", "callBackUserName": "u", "callBackPassword": "p", "sourceSenderId": "s", "deliveryPolicy": {"ordering": "fifo", "maxInFlight": 2}}`,
+		`{"requestId": "r", "callBackUrl": "https://example.com", "callBackUserName": "u", "callBackPassword": "p", "sourceSenderId": "s", "deliveryPolicy": {"maxInFlight": 99999999999999999999, "Ordering": null}}`,
+		`{"deliveryPolicy": {"rateLimit": 0, "x": 1}}`, `{"deliveryPolicy": "fifo"}`, `{"deliveryPolicy": null}`,
 	})
 }

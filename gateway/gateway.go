@@ -1,6 +1,8 @@
-// Package gateway is the webhook gateway's HTTP side: the Fiber app with its management API in
-// both seed dialects, the sync of declared subscriptions into the store, and the server's
-// lifecycle.
+// Package gateway is the webhook gateway's HTTP side and its lifecycle: the Fiber app with the
+// ingest API (group commit into the store), the management API in both seed dialects, health
+// and metrics, and the sync of declared subscriptions into the store. Serve runs the HTTP
+// server beside the delivery engine (package delivery) and retention pruning, and shuts them
+// down in order.
 package gateway
 
 import (
@@ -12,15 +14,17 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
-	"sync"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
 	"github.com/google/uuid"
 	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/noop"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/webhookgw/gateway/config"
+	"github.com/webhookgw/gateway/delivery"
+	"github.com/webhookgw/gateway/internal/groupcommit"
 	"github.com/webhookgw/gateway/plugins"
 	"github.com/webhookgw/gateway/store"
 )
@@ -44,11 +48,9 @@ type Options struct {
 	// NewID makes subscription, event and delivery ids; it defaults to random UUIDs.
 	NewID func() string
 
-	// Workers bounds the delivery rounds in flight (default 64), PerSubscription those of one
-	// subscription (default 16), so that a dead target holds a quarter of them at most.
-	Workers, PerSubscription int
-	// PollInterval is the longest the dispatcher sleeps without looking for due deliveries
-	// (default 1s). Commits wake it at once; tests that move Now shorten it.
+	// PollInterval is the longest the delivery engine goes without asking the store which
+	// subscriptions have due deliveries (default 5s). Commits wake it at once, and it keeps
+	// each subscription's next due time; tests that move Now shorten it.
 	PollInterval time.Duration
 	// QuickRetryWait is the first wait between quick retries, doubled for each (default 1s).
 	QuickRetryWait time.Duration
@@ -57,7 +59,7 @@ type Options struct {
 	TracerProvider trace.TracerProvider
 }
 
-// Gateway serves the gateway's HTTP API.
+// Gateway is the webhook gateway: its HTTP API, and the delivery engine Serve runs beside it.
 type Gateway struct {
 	cfg     *config.Config
 	store   store.Store
@@ -69,8 +71,8 @@ type Gateway struct {
 	app     *fiber.App
 
 	ingestTokens *tokenSet // nil: no token needed
-	ingestBatch  *batcher[[]*store.Event, []store.IngestResult]
-	dispatch     *dispatcher
+	ingestBatch  *groupcommit.Batcher[[]*store.Event, []store.IngestResult]
+	engine       *delivery.Engine
 	metrics      *metrics
 	tracer       trace.TracerProvider
 }
@@ -105,18 +107,26 @@ func New(opts Options) (*Gateway, error) {
 	if len(opts.Config.Ingest.Tokens) > 0 {
 		g.ingestTokens = newTokenSet(opts.Config.Ingest.Tokens)
 	}
-	opts.Workers = cmp.Or(opts.Workers, 64)
-	opts.PerSubscription = cmp.Or(opts.PerSubscription, 16)
-	opts.PollInterval = cmp.Or(opts.PollInterval, time.Second)
-	opts.QuickRetryWait = cmp.Or(opts.QuickRetryWait, time.Second)
 	g.tracer = opts.TracerProvider
 	if g.tracer == nil {
 		g.tracer = noop.NewTracerProvider()
 	}
 	g.metrics = newMetrics(opts.Store, g.now)
-	deliverer := newDeliverer(opts.Config.Delivery, opts.Config.Security, opts.Plugins, g.now, opts.QuickRetryWait, g.tracer)
-	g.dispatch = newDispatcher(opts.Store, deliverer, opts.Config.Delivery, g.now, g.log, g.metrics, opts)
-	g.ingestBatch = newBatcher(4096, func(evs []*store.Event) int { return len(evs) },
+	g.engine = delivery.New(delivery.Options{
+		Store:          opts.Store,
+		Delivery:       opts.Config.Delivery,
+		Security:       opts.Config.Security,
+		Plugins:        opts.Plugins,
+		Now:            g.now,
+		Logger:         g.log,
+		TracerProvider: g.tracer,
+		UserAgent:      "webhook-gateway/" + Version,
+		OnOutcome:      g.metrics.delivered,
+		PollInterval:   opts.PollInterval,
+		QuickRetryWait: cmp.Or(opts.QuickRetryWait, time.Second),
+	})
+	g.metrics.watchEngine(g.engine)
+	g.ingestBatch = groupcommit.New(groupcommit.Options[[]*store.Event]{Max: 4096, Size: func(evs []*store.Event) int { return len(evs) }},
 		func(ctx context.Context, reqs [][]*store.Event) ([][]store.IngestResult, error) {
 			var all []*store.Event
 			for _, evs := range reqs {
@@ -126,6 +136,11 @@ func New(opts Options) (*Gateway, error) {
 			if err != nil {
 				return nil, err
 			}
+			var targets []string
+			for _, r := range results {
+				targets = append(targets, r.Targets...)
+			}
+			g.engine.Notify(targets)
 			out := make([][]store.IngestResult, len(reqs))
 			for i, evs := range reqs {
 				out[i], results = results[:len(evs)], results[len(evs):]
@@ -168,23 +183,26 @@ const ShutdownTimeout = 10 * time.Second
 
 // Serve serves on ln and delivers until ctx ends. Then it shuts down in stages: it stops
 // accepting and waits up to ShutdownTimeout for requests in flight (their events are committed),
-// stops claiming deliveries and lets rounds in flight finish (cancelling and releasing them
-// after delivery.timeout), and records their outcomes. It returns nil after a clean shutdown.
+// stops the delivery engine (which lets rounds in flight finish, cancels them after its drain
+// period, and records their outcomes) and pruning, and last the ingest group commit. Nothing
+// it starts outlives it. It returns nil after a clean shutdown.
 func (g *Gateway) Serve(ctx context.Context, ln net.Listener) error {
 	if err := g.store.RecoverLeases(context.WithoutCancel(ctx)); err != nil {
 		ln.Close()
 		return fmt.Errorf("gateway: recover leases: %w", err)
 	}
-	batchCtx, stopBatches := context.WithCancel(context.WithoutCancel(ctx))
-	defer stopBatches()
-	var batches sync.WaitGroup
-	batches.Go(func() { g.ingestBatch.run(batchCtx) })
-	batches.Go(func() { g.dispatch.outcomes.run(batchCtx) })
-	runCtx, stopRun := context.WithCancel(ctx) // ends with ctx, or when serving fails
+	// The ingest group commit outlives the handlers that use it.
+	batchCtx, stopBatch := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopBatch()
+	batched := make(chan struct{})
+	go func() { g.ingestBatch.Run(batchCtx); close(batched) }()
+
+	// The engine and pruning run until ctx ends, or serving fails.
+	runCtx, stopRun := context.WithCancel(ctx)
 	defer stopRun()
-	dispatched := make(chan struct{})
-	go func() { g.dispatch.run(runCtx); close(dispatched) }()
-	go g.prune(runCtx)
+	var work errgroup.Group
+	work.Go(func() error { return g.engine.Run(runCtx) })
+	work.Go(func() error { g.prune(runCtx); return nil })
 
 	g.log.Info("listening", "addr", ln.Addr().String(), "version", Version)
 	if g.ingestTokens == nil {
@@ -203,10 +221,10 @@ func (g *Gateway) Serve(ctx context.Context, ln net.Listener) error {
 	}
 	err := g.shutdownHTTP(ctx, ln, served)
 	stopRun()
-	<-dispatched
-	stopBatches()
-	batches.Wait()
-	return errors.Join(serveErr, err)
+	workErr := work.Wait()
+	stopBatch()
+	<-batched
+	return errors.Join(serveErr, err, workErr)
 }
 
 // shutdownHTTP stops accepting and waits for the requests in flight, and for the listener's
@@ -235,18 +253,31 @@ func (g *Gateway) shutdownHTTP(ctx context.Context, ln net.Listener, served chan
 	return nil
 }
 
-// prune deletes finished deliveries older than store.retention, hourly and once at start.
+// pruneBatch bounds one prune transaction, so that it holds the store's writer briefly.
+const pruneBatch = 1000
+
+// prune deletes finished deliveries older than store.retention, hourly and once at start, in
+// batches of pruneBatch.
 func (g *Gateway) prune(ctx context.Context) {
 	if g.cfg.Store.Retention <= 0 {
 		return
 	}
 	for {
-		n, err := g.store.Prune(ctx, g.now().Add(-g.cfg.Store.Retention))
-		switch {
-		case err != nil && ctx.Err() == nil:
-			g.log.Error("pruning finished deliveries", "err", err)
-		case n > 0:
-			g.log.Info("pruned finished deliveries", "deliveries", n, "retention", g.cfg.Store.Retention.String())
+		total := 0
+		for more := true; more && ctx.Err() == nil; {
+			var n int
+			var err error
+			n, more, err = g.store.Prune(ctx, g.now().Add(-g.cfg.Store.Retention), pruneBatch)
+			if err != nil {
+				if ctx.Err() == nil {
+					g.log.Error("pruning finished deliveries", "err", err)
+				}
+				break
+			}
+			total += n
+		}
+		if total > 0 {
+			g.log.Info("pruned finished deliveries", "deliveries", total, "retention", g.cfg.Store.Retention.String())
 		}
 		select {
 		case <-ctx.Done():
@@ -256,8 +287,9 @@ func (g *Gateway) prune(ctx context.Context) {
 	}
 }
 
-// SyncSubscriptions makes the store's file-owned subscriptions match cfg.Subscriptions.
-// cfg must have passed Validate.
+// SyncSubscriptions makes the store's file-owned subscriptions match cfg.Subscriptions: their
+// targets, events, headers, plugins and delivery policies (max_in_flight, rate_limit,
+// ordering). cfg must have passed Validate.
 func (g *Gateway) SyncSubscriptions(ctx context.Context, cfg *config.Config) (store.SyncResult, error) {
 	subs := make([]*store.Subscription, 0, len(cfg.Subscriptions))
 	for i, s := range cfg.Subscriptions {
@@ -276,12 +308,20 @@ func (g *Gateway) SyncSubscriptions(ctx context.Context, cfg *config.Config) (st
 			}
 			sub.Plugins = append(sub.Plugins, store.Plugin{Name: p.Name, Config: text})
 		}
+		if s.MaxInFlight != nil {
+			sub.Policy.MaxInFlight = *s.MaxInFlight
+		}
+		if s.RateLimit != nil {
+			sub.Policy.RateLimit = *s.RateLimit
+		}
+		sub.Policy.Ordering = store.Ordering(s.Ordering)
 		subs = append(subs, sub)
 	}
 	res, err := g.store.SyncFileSubscriptions(ctx, subs, g.now().UTC())
 	if err != nil {
 		return res, fmt.Errorf("sync subscriptions from the file: %w", err)
 	}
+	g.engine.Wake()
 	g.log.Info("subscriptions synced from the file", "created", res.Created, "updated", res.Updated, "deleted", res.Deleted)
 	return res, nil
 }

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -80,6 +81,13 @@ func newEnv(t testing.TB, edit func(*config.Config)) *env {
 // newEnvWith is newEnv with a say in the gateway's options too.
 func newEnvWith(t testing.TB, edit func(*config.Config), editOpts func(*gatewayOptions)) *env {
 	t.Helper()
+	return newEnvAt(t, filepath.Join(t.TempDir(), "gateway.db"), edit, editOpts)
+}
+
+// newEnvAt is newEnvWith on the SQLite file at path, which may hold an earlier env's data
+// (shut that one down first: one process, one file).
+func newEnvAt(t testing.TB, path string, edit func(*config.Config), editOpts func(*gatewayOptions)) *env {
+	t.Helper()
 	cfg := config.Default()
 	cfg.Admin.Tokens = []string{adminToken}
 	if edit != nil {
@@ -88,7 +96,7 @@ func newEnvWith(t testing.TB, edit func(*config.Config), editOpts func(*gatewayO
 	if err := cfg.Validate(builtin.Registry()); err != nil {
 		t.Fatalf("test config: %v", err)
 	}
-	st, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "gateway.db"), sqlite.Options{})
+	st, err := sqlite.Open(context.Background(), path, sqlite.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -99,7 +107,7 @@ func newEnvWith(t testing.TB, edit func(*config.Config), editOpts func(*gatewayO
 		Config:  cfg,
 		Store:   st,
 		Plugins: builtin.Registry(),
-		Logger:  slog.New(slog.DiscardHandler),
+		Logger:  testLogger(),
 		Now:     clk.Now,
 		NewID: func() string {
 			mu.Lock()
@@ -269,3 +277,10 @@ type (
 	subscription = store.Subscription
 	plugin       = store.Plugin
 )
+
+func testLogger() *slog.Logger {
+	if os.Getenv("GATEWAY_TEST_LOG") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.DiscardHandler)
+}

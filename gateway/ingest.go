@@ -11,6 +11,7 @@ import (
 	"github.com/gofiber/fiber/v2"
 
 	"github.com/webhookgw/gateway/config"
+	"github.com/webhookgw/gateway/internal/traceparent"
 	"github.com/webhookgw/gateway/store"
 )
 
@@ -47,7 +48,7 @@ func (g *Gateway) ingest(c *fiber.Ctx) error {
 	}
 	// The ingest span's context (a child of the producer's, when it sent a traceparent) is
 	// kept with the events: their delivery attempts, however much later, join that trace.
-	if tp := traceParent(c.UserContext()); tp != "" {
+	if tp := traceparent.From(c.UserContext()); tp != "" {
 		for _, ev := range events {
 			ev.TraceParent = tp
 		}
@@ -58,7 +59,6 @@ func (g *Gateway) ingest(c *fiber.Ctx) error {
 		if err != nil {
 			return fmt.Errorf("ingest: %w", err)
 		}
-		g.dispatch.wake()
 	}
 	replies := make([]ingestReply, len(results))
 	for i, r := range results {

@@ -8,6 +8,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/webhookgw/gateway/delivery"
 	"github.com/webhookgw/gateway/store"
 )
 
@@ -45,6 +46,21 @@ func newMetrics(st store.Store, now func() time.Time) *metrics {
 		&storeCollector{store: st, now: now},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
+}
+
+// watchEngine adds the delivery engine's gauges: attempts in flight, and subscriptions
+// delivered to as probes (one attempt at a time) while they fail.
+func (m *metrics) watchEngine(e *delivery.Engine) {
+	m.registry.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "webhook_gateway_attempts_in_flight",
+			Help: "HTTP delivery attempts in flight now.",
+		}, func() float64 { return float64(e.Stats().InFlight) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "webhook_gateway_subscriptions_probing",
+			Help: "Subscriptions delivered to one attempt at a time because their recent attempts failed.",
+		}, func() float64 { return float64(e.Stats().Probing) }),
+	)
 }
 
 func (m *metrics) ingestedEvent(r store.IngestResult) {

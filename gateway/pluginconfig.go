@@ -23,18 +23,6 @@ func nodeText(n *yaml.Node) (string, error) {
 	return string(b), err
 }
 
-// textNode parses stored YAML text back into the node a factory decodes.
-func textNode(text string) (*yaml.Node, error) {
-	var n yaml.Node
-	if text == "" {
-		return &n, nil
-	}
-	if err := yaml.Unmarshal([]byte(text), &n); err != nil {
-		return nil, err
-	}
-	return &n, nil
-}
-
 // jsonNode turns a JSON configuration into a YAML node: strings stay strings, numbers keep their
 // text, objects keep their key order. null or nothing is no configuration.
 func jsonNode(raw json.RawMessage) (*yaml.Node, error) {

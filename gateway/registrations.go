@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"encoding/json"
 	"strings"
 	"time"
 
@@ -22,10 +23,14 @@ type registrationRequest struct {
 	CallBackPassword *string `json:"callBackPassword"`
 	SourceSenderID   *string `json:"sourceSenderId"`
 	IsActive         *bool   `json:"isActive"`
+	// DeliveryPolicy is the gateway's extension: on PUT, keys left out keep their value and
+	// null ones go back to the default; null as a whole resets every key.
+	DeliveryPolicy json.RawMessage `json:"deliveryPolicy"`
 }
 
-// registrationView is a subscription as dialect 2 shows it, with every field of the seed.
-// Times are UTC in the seed's yyyy-mm-ddThh:mm:ss.mmmZ form, null when unset.
+// registrationView is a subscription as dialect 2 shows it, with every field of the seed, then
+// the gateway's deliveryPolicy. Times are UTC in the seed's yyyy-mm-ddThh:mm:ss.mmmZ form,
+// null when unset.
 type registrationView struct {
 	RegistrationID       string  `json:"registrationId"`
 	RequestID            *string `json:"requestId"`
@@ -39,6 +44,8 @@ type registrationView struct {
 	IsInErrorState       bool    `json:"isInErrorState"`
 	ErrorStateReason     *string `json:"errorStateReason"`
 	DetectedErrorStateAt *string `json:"detectedErrorStateAt"`
+
+	DeliveryPolicy policyView `json:"deliveryPolicy"`
 }
 
 // seedTime is the seed's date-time form, always UTC: 2020-12-16T09:31:35.622Z.
@@ -66,6 +73,7 @@ func (g *Gateway) registrationView(s *store.Subscription) registrationView {
 		IsInErrorState:       s.InErrorState,
 		ErrorStateReason:     optionalString(s.ErrorStateReason),
 		DetectedErrorStateAt: formatOptional(s.DetectedErrorStateAt, seedTime),
+		DeliveryPolicy:       newPolicyView(s.Policy),
 	}
 }
 
@@ -79,6 +87,7 @@ type registrationField struct {
 
 // applyRegistration checks req and copies the fields it has into sub. With required, every
 // one of the five fields must be present (POST); otherwise missing ones are left as they are.
+// deliveryPolicy is never required; the keys it has change sub's policy.
 func (g *Gateway) applyRegistration(req *registrationRequest, sub *store.Subscription, required bool) error {
 	fields := []registrationField{
 		{"requestId", req.RequestID, 256, &sub.RequestID},
@@ -103,9 +112,17 @@ func (g *Gateway) applyRegistration(req *registrationRequest, sub *store.Subscri
 			errs = append(errs, FieldError{Field: f.name, Message: "must not contain ':' (it is sent with HTTP Basic auth)"})
 		}
 	}
+	pp, perrs := g.parsePolicy(req.DeliveryPolicy)
+	policy := sub.Policy
+	if len(perrs) == 0 {
+		pp.apply(&policy)
+		perrs = checkPolicy(policy)
+	}
+	errs = append(errs, perrs...)
 	if len(errs) > 0 {
 		return invalid(errs...)
 	}
+	sub.Policy = policy
 	for _, f := range fields {
 		if f.value != nil {
 			*f.into = *f.value

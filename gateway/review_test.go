@@ -105,7 +105,7 @@ func TestConflictComesBeforeBodyProblems(t *testing.T) {
 	}
 	expectProblem(t, e.do("PUT", "/v1/webhooks/declared", `{"bogus": 1}`), 409)
 	expectProblem(t, e.do("PUT", "/api/WebhookRegistrations/declared", `not json`), 409)
-	if err := e.store.DeleteSubscription(context.Background(), "declared"); err == nil {
+	if err := e.store.DeleteSubscription(context.Background(), "declared", e.clock.Now()); err == nil {
 		t.Fatal("the store deleted a declared subscription for the API")
 	}
 }

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -8,6 +9,7 @@ import (
 	"log/slog"
 	"net/url"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
@@ -69,8 +71,8 @@ func (g *Gateway) readyz(c *fiber.Ctx) error {
 		g.log.Warn("readiness check failed", "err", err)
 		return newProblem(fiber.StatusServiceUnavailable, "the store cannot be reached")
 	}
-	if !g.dispatch.running.Load() {
-		return newProblem(fiber.StatusServiceUnavailable, "the dispatcher is not running")
+	if !g.engine.Ready() {
+		return newProblem(fiber.StatusServiceUnavailable, "the delivery engine is not running")
 	}
 	return c.JSON(fiber.Map{"status": "ready"})
 }
@@ -237,4 +239,133 @@ func (g *Gateway) checkURL(field, raw string) []FieldError {
 		return []FieldError{{Field: field, Message: err.Error()}}
 	}
 	return nil
+}
+
+// policyRequest is the deliveryPolicy object of a request. Each key is left out, null (the
+// gateway's default) or a value; raw messages tell the three apart.
+type policyRequest struct {
+	MaxInFlight json.RawMessage `json:"maxInFlight"`
+	RateLimit   json.RawMessage `json:"rateLimit"`
+	Ordering    json.RawMessage `json:"ordering"`
+}
+
+// policyView is a subscription's deliveryPolicy as the API shows it: every key, null where
+// the gateway's default applies (delivery.max_in_flight_per_subscription, no rate limit,
+// concurrent delivery). It can be sent back as it is.
+type policyView struct {
+	MaxInFlight *int     `json:"maxInFlight"`
+	RateLimit   *float64 `json:"rateLimit"`
+	Ordering    *string  `json:"ordering"`
+}
+
+func newPolicyView(p store.Policy) policyView {
+	var v policyView
+	if p.MaxInFlight > 0 {
+		v.MaxInFlight = &p.MaxInFlight
+	}
+	if p.RateLimit > 0 {
+		v.RateLimit = &p.RateLimit
+	}
+	v.Ordering = optionalString(string(p.Ordering))
+	return v
+}
+
+// policyPatch is a request's deliveryPolicy, checked: what it changes in a stored policy.
+type policyPatch struct {
+	// reset: deliveryPolicy is null, every key goes back to the gateway's default.
+	reset bool
+	// A key the request sends, null as the zero value (the default); nil when left out.
+	maxInFlight *int
+	rateLimit   *float64
+	ordering    *store.Ordering
+}
+
+// apply changes p as the patch says: keys left out keep their value.
+func (pp policyPatch) apply(p *store.Policy) {
+	if pp.reset {
+		*p = store.Policy{}
+	}
+	if pp.maxInFlight != nil {
+		p.MaxInFlight = *pp.maxInFlight
+	}
+	if pp.rateLimit != nil {
+		p.RateLimit = *pp.rateLimit
+	}
+	if pp.ordering != nil {
+		p.Ordering = *pp.ordering
+	}
+}
+
+// parsePolicy checks a request's deliveryPolicy (nil when the request has none) with the
+// rules gateway.yaml's max_in_flight, rate_limit and ordering follow, naming each field at
+// fault as deliveryPolicy.<key>.
+func (g *Gateway) parsePolicy(raw json.RawMessage) (policyPatch, []FieldError) {
+	var pp policyPatch
+	if raw == nil {
+		return pp, nil
+	}
+	if isNull(raw) {
+		pp.reset = true
+		return pp, nil
+	}
+	const field = "deliveryPolicy"
+	var req policyRequest
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		if name, ok := strings.CutPrefix(err.Error(), "json: unknown field "); ok {
+			return pp, []FieldError{{Field: field + "." + strings.Trim(name, `"`), Message: "unknown field"}}
+		}
+		return pp, []FieldError{{Field: field, Message: "must be an object such as {\"maxInFlight\": 16, \"rateLimit\": 50, \"ordering\": \"fifo\"}, or null"}}
+	}
+	var errs []FieldError
+	if req.MaxInFlight != nil {
+		var n int // null: 0, the default
+		if !isNull(req.MaxInFlight) {
+			if json.Unmarshal(req.MaxInFlight, &n) != nil {
+				n = 0 // not a whole number: refused with the bounds
+			}
+			if err := g.cfg.Delivery.CheckMaxInFlight(n); err != nil {
+				errs = append(errs, FieldError{Field: field + ".maxInFlight", Message: err.Error() + ", or null"})
+			}
+		}
+		pp.maxInFlight = &n
+	}
+	if req.RateLimit != nil {
+		var r float64 // null: 0, no limit
+		if !isNull(req.RateLimit) {
+			if json.Unmarshal(req.RateLimit, &r) != nil {
+				r = 0 // not a number: refused with the bounds
+			}
+			if err := config.CheckRateLimit(r); err != nil {
+				errs = append(errs, FieldError{Field: field + ".rateLimit", Message: "must be a number " + strings.TrimPrefix(err.Error(), "must be ") + ", or null"})
+			}
+		}
+		pp.rateLimit = &r
+	}
+	if req.Ordering != nil {
+		var o string // null: "", concurrent delivery
+		if !isNull(req.Ordering) {
+			if json.Unmarshal(req.Ordering, &o) != nil || (o != "" && o != config.OrderingFIFO) {
+				errs = append(errs, FieldError{Field: field + ".ordering", Message: `must be "fifo" or null`})
+			}
+		}
+		ordering := store.Ordering(o)
+		pp.ordering = &ordering
+	}
+	return pp, errs
+}
+
+// checkPolicy checks a subscription's policy as a whole, once a request's patch is applied:
+// fifo delivers one at a time, so it goes with no other maxInFlight than 1.
+func checkPolicy(p store.Policy) []FieldError {
+	if p.Ordering == store.FIFO && p.MaxInFlight > 1 {
+		return []FieldError{{Field: "deliveryPolicy.maxInFlight", Message: fmt.Sprintf(
+			`must be 1 or null with ordering "fifo", which delivers one at a time (it is %d)`, p.MaxInFlight)}}
+	}
+	return nil
+}
+
+func isNull(raw json.RawMessage) bool {
+	return string(bytes.TrimSpace(raw)) == "null"
 }

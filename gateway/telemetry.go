@@ -15,17 +15,14 @@ import (
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
 	"go.opentelemetry.io/otel/exporters/stdout/stdouttrace"
-	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/sdk/resource"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/webhookgw/gateway/config"
+	"github.com/webhookgw/gateway/internal/traceparent"
 )
-
-// propagator carries W3C trace context: the producer's traceparent in, the attempt's out.
-var propagator = propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{})
 
 // NewTracerProvider returns the tracer provider telemetry.traces asks for and a function that
 // flushes and stops it. The standard OTEL_* variables are honoured: OTEL_EXPORTER_OTLP_ENDPOINT
@@ -97,34 +94,6 @@ func firstEnv(names ...string) string {
 	return ""
 }
 
-// mapCarrier is a TextMapCarrier over a stored traceparent.
-type mapCarrier map[string]string
-
-func (m mapCarrier) Get(key string) string { return m[strings.ToLower(key)] }
-func (m mapCarrier) Set(key, value string) { m[strings.ToLower(key)] = value }
-func (m mapCarrier) Keys() []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	return keys
-}
-
-// traceParent returns the W3C traceparent of the span in ctx, "" when there is none.
-func traceParent(ctx context.Context) string {
-	c := mapCarrier{}
-	propagation.TraceContext{}.Inject(ctx, c)
-	return c["traceparent"]
-}
-
-// withTraceParent returns ctx continuing the trace a stored traceparent names.
-func withTraceParent(ctx context.Context, tp string) context.Context {
-	if tp == "" {
-		return ctx
-	}
-	return propagation.TraceContext{}.Extract(ctx, mapCarrier{"traceparent": tp})
-}
-
 // headerCarrier reads a Fiber request's headers for the propagator.
 type headerCarrier struct{ c *fiber.Ctx }
 
@@ -145,7 +114,7 @@ func serverSpans(tp trace.TracerProvider) fiber.Handler {
 		case "/healthz", "/readyz", "/metrics":
 			return c.Next()
 		}
-		ctx := propagator.Extract(c.UserContext(), headerCarrier{c})
+		ctx := traceparent.Propagator.Extract(c.UserContext(), headerCarrier{c})
 		// Fiber's strings share its buffers, reused by the next request; spans are exported
 		// later, so every value is copied.
 		method := strings.Clone(c.Method())

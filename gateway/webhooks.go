@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
@@ -22,10 +23,12 @@ type webhookRequest struct {
 	Events  []string          `json:"events"`
 	Headers map[string]string `json:"headers"`
 	Plugins []pluginRequest   `json:"plugins"`
+	// DeliveryPolicy left out or null is the gateway's default policy.
+	DeliveryPolicy json.RawMessage `json:"deliveryPolicy"`
 }
 
 // webhookView is a subscription as dialect 1 shows it: the seed's fields, in its order, then
-// the gateway's own.
+// the gateway's own: first those a request sets (plugins, deliveryPolicy), then its state.
 type webhookView struct {
 	ID        string            `json:"id"`
 	URL       string            `json:"url"`
@@ -35,6 +38,7 @@ type webhookView struct {
 	CreatedAt string            `json:"createdAt"`
 
 	Plugins              []pluginView `json:"plugins,omitempty"`
+	DeliveryPolicy       policyView   `json:"deliveryPolicy"`
 	Source               store.Source `json:"source"`
 	IsActive             bool         `json:"isActive"`
 	DeactivatedAt        *string      `json:"deactivatedAt"`
@@ -63,6 +67,7 @@ func (g *Gateway) webhookView(s *store.Subscription) webhookView {
 		UpdatedAt:            s.UpdatedAt.UTC().Format(rfc3339Offset),
 		CreatedAt:            s.CreatedAt.UTC().Format(rfc3339Offset),
 		Plugins:              pluginViews(s.Plugins),
+		DeliveryPolicy:       newPolicyView(s.Policy),
 		Source:               s.Source,
 		IsActive:             s.Active,
 		DeactivatedAt:        formatOptional(s.DeactivatedAt, rfc3339Offset),
@@ -110,6 +115,12 @@ func (g *Gateway) parseWebhook(c *fiber.Ctx) (*store.Subscription, error) {
 	plugins, perrs := g.checkPlugins(req.Plugins)
 	sub.Plugins = plugins
 	errs = append(errs, perrs...)
+	policy, perrs := g.parsePolicy(req.DeliveryPolicy)
+	if len(perrs) == 0 {
+		policy.apply(&sub.Policy) // onto the default: dialect 1 replaces the whole policy
+		perrs = checkPolicy(sub.Policy)
+	}
+	errs = append(errs, perrs...)
 	if len(errs) > 0 {
 		return nil, invalid(errs...)
 	}
@@ -154,8 +165,9 @@ func (g *Gateway) getWebhook(c *fiber.Ctx) error {
 	return c.JSON(g.webhookView(sub))
 }
 
-// replaceWebhook replaces the target, events, headers and plugins; the state is kept. Without
-// events, a webhook gets events.default and a registration keeps every type.
+// replaceWebhook replaces the target, events, headers, plugins and delivery policy; the state
+// is kept. Without events, a webhook gets events.default and a registration keeps every type;
+// without deliveryPolicy, the subscription gets the default policy.
 func (g *Gateway) replaceWebhook(c *fiber.Ctx) error {
 	if err := g.refuseFileOwned(c); err != nil {
 		return err
@@ -183,7 +195,7 @@ func (g *Gateway) replaceWebhook(c *fiber.Ctx) error {
 // deleteWebhook removes the subscription, a registration too (dialect 2's DELETE keeps it).
 func (g *Gateway) deleteWebhook(c *fiber.Ctx) error {
 	id := c.Params("id")
-	err := g.store.DeleteSubscription(c.UserContext(), id)
+	err := g.store.DeleteSubscription(c.UserContext(), id, g.now().UTC())
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		return notFound(id)

@@ -26,6 +26,8 @@ type IngestResult struct {
 	// Duplicate means an event with this id was already stored; nothing was stored or
 	// scheduled again, and Type and Deliveries are the first event's.
 	Duplicate bool
+	// Targets are the subscriptions the event fanned out to (none for a duplicate).
+	Targets []string
 }
 
 // DeliveryStatus is where a delivery stands.
@@ -72,37 +74,64 @@ type Attempt struct {
 	TraceID      string
 }
 
-// Claim is a due delivery leased to one dispatcher, with what it needs to make the attempt.
+// Claim is a due delivery leased to one engine, with what it needs to make the attempt.
 type Claim struct {
-	Delivery     *Delivery
-	Event        *Event
-	Subscription *Subscription
+	Delivery *Delivery
+	Event    *Event
+	// Token fences the lease: completing or releasing the delivery applies only while it is
+	// still the delivery's token.
+	Token int64
+}
+
+// Lease names a claimed delivery and the token it was claimed with.
+type Lease struct {
+	DeliveryID string
+	Token      int64
 }
 
 // ClaimOptions say which due deliveries to lease.
 type ClaimOptions struct {
 	// Now is the time deliveries must be due by.
 	Now time.Time
-	// LeaseUntil is when the lease ends; an unfinished delivery is claimable again after it.
+	// LeaseUntil is when the leases end; an unfinished delivery is claimable again after it
+	// unless its lease is extended.
 	LeaseUntil time.Time
-	// Limit is the most deliveries claimed.
+	// Subscriptions say whose deliveries to claim, and how many of each.
+	Subscriptions []SubscriptionClaim
+}
+
+// SubscriptionClaim asks for up to Limit due deliveries of one subscription.
+type SubscriptionClaim struct {
+	ID    string
 	Limit int
-	// Skip names subscriptions whose deliveries are not claimed now (they have as many
-	// attempts in flight as they may).
-	Skip []string
+	// FIFO claims only the subscription's oldest pending delivery, when it is due.
+	FIFO bool
+}
+
+// ClaimResult is what ClaimDeliveries leased.
+type ClaimResult struct {
+	Claims []*Claim
+	// NextDue holds, for each subscription whose claim came short of its limit and that has
+	// unleased pending deliveries left, when the earliest of them is due.
+	NextDue map[string]time.Time
 }
 
 // Outcome is what a round of attempts at a delivery came to.
 type Outcome struct {
 	DeliveryID     string
 	SubscriptionID string
-	Attempts       []Attempt
-	Succeeded      bool
+	// Token is the claim's: the outcome applies only while it is still the delivery's.
+	Token     int64
+	Attempts  []Attempt
+	Succeeded bool
 	// NextAttemptAt, when not nil on a failure, schedules a durable retry; nil fails the
 	// delivery for good.
 	NextAttemptAt *time.Time
 	// Gone means the target answered 410: the subscription is deactivated at once.
 	Gone bool
+	// SubscriptionDeleted means the round did not run because the subscription is gone: the
+	// delivery fails for good.
+	SubscriptionDeleted bool
 	// Reason is the error state reason a failure gives, such as "HTTP 500 from target".
 	Reason string
 }

@@ -23,6 +23,8 @@ var (
 	// ErrOwnedByFile means the API asked to delete a subscription that gateway.yaml declares,
 	// which only the file's sync may remove.
 	ErrOwnedByFile = errors.New("store: subscription is declared in the file")
+	// ErrSubscriptionGone means a delivery's subscription has been deleted.
+	ErrSubscriptionGone = errors.New("store: the subscription was deleted")
 )
 
 // Source says who owns a subscription.
@@ -75,8 +77,39 @@ type Subscription struct {
 	// ConsecutiveFailures counts failed attempts since the last success.
 	ConsecutiveFailures int
 
+	// Policy is how the engine delivers to this subscription.
+	Policy Policy
+
+	// Version grows whenever what a delivery is sent with changes: URL, Events, Headers,
+	// Plugins, Username, Password or Policy. Plugin instances live as long as one version.
+	// Backends set it; delivery outcomes never change it.
+	Version int64
+
 	CreatedAt time.Time
+	// UpdatedAt is when the subscription was last changed through the API or the file sync;
+	// delivery outcomes (error state, failure counts) do not move it.
 	UpdatedAt time.Time
+}
+
+// Ordering says in which order a subscription's deliveries are made.
+type Ordering string
+
+const (
+	// Unordered deliveries run concurrently, up to the subscription's in-flight limit.
+	Unordered Ordering = ""
+	// FIFO deliveries run one at a time in ingest order; a failing one blocks those after it
+	// until it succeeds or fails for good.
+	FIFO Ordering = "fifo"
+)
+
+// Policy is a subscription's own delivery policy. Zero values mean the gateway's defaults.
+type Policy struct {
+	// MaxInFlight bounds the subscription's HTTP attempts in flight at once; 0 is
+	// delivery.max_in_flight_per_subscription.
+	MaxInFlight int
+	// RateLimit bounds its attempts per second (a token bucket; excess waits); 0 is no limit.
+	RateLimit float64
+	Ordering  Ordering
 }
 
 // Plugin is a plugin's name and its configuration as YAML text, the form its factory decodes.
@@ -113,8 +146,10 @@ type Store interface {
 	// be changed.
 	UpdateSubscription(ctx context.Context, id string, change func(*Subscription) error) (*Subscription, error)
 	// DeleteSubscription removes the API-owned subscription with id and fails its pending
-	// deliveries. It returns ErrNotFound, or ErrOwnedByFile for a declared one (left as it is).
-	DeleteSubscription(ctx context.Context, id string) error
+	// deliveries that are not leased at now; a leased one is left to its round, whose
+	// completion records what happened. It returns ErrNotFound, or ErrOwnedByFile for a
+	// declared one (left as it is).
+	DeleteSubscription(ctx context.Context, id string, now time.Time) error
 	// SyncFileSubscriptions makes the file-owned subscriptions match subs, in one transaction:
 	// each is created, or updated in URL, Events, Headers and Plugins (its state is kept);
 	// file-owned ones not in subs are deleted. API-owned subscriptions are never touched: an
@@ -126,23 +161,33 @@ type Store interface {
 	// events match its type. newID makes delivery ids. An id seen before, in the store or
 	// earlier in events, is a duplicate: nothing is stored for it. Results follow events.
 	IngestEvents(ctx context.Context, events []*Event, newID func() string) ([]IngestResult, error)
-	// ClaimDeliveries leases due pending deliveries of active subscriptions, the longest due
-	// first, and returns them with their events and subscriptions.
-	ClaimDeliveries(ctx context.Context, opts ClaimOptions) ([]*Claim, error)
+	// ClaimDeliveries leases, for each subscription in opts, up to its limit of its due pending
+	// deliveries that are not paused and not leased (or whose lease has expired), the longest
+	// due first (a fifo subscription: only its oldest pending delivery, when that one is due
+	// and not leased). Each claim gets a new token. The result also says, for each
+	// subscription whose claim came short, when its next unleased delivery is due.
+	ClaimDeliveries(ctx context.Context, opts ClaimOptions) (ClaimResult, error)
 	// CompleteDeliveries records outcomes in one transaction: their attempts, each delivery's
 	// new status (which ends its lease), and each subscription's state through ApplyOutcome.
-	// A delivery that is no longer pending (its subscription was deleted meanwhile) keeps its
-	// status; its attempts are still recorded.
-	CompleteDeliveries(ctx context.Context, outcomes []*Outcome, policy ErrorPolicy, now time.Time) error
+	// An outcome applies only while its token is the delivery's (the lease was not taken over):
+	// a stale outcome's attempts are still recorded and counted, as they happened, but nothing
+	// else changes; its delivery id is returned in stale. A delivery whose subscription has
+	// been deleted meanwhile is failed instead of scheduled again. A retry asked for while the
+	// round was in flight (RetryDelivery) makes the delivery pending and due at now.
+	CompleteDeliveries(ctx context.Context, outcomes []*Outcome, policy ErrorPolicy, now time.Time) (stale []string, err error)
 	// ReleaseDeliveries ends the leases of claimed deliveries that were not attempted, so they
-	// can be claimed again at once.
-	ReleaseDeliveries(ctx context.Context, ids []string) error
+	// can be claimed again at once. A lease whose token is no longer the delivery's is left
+	// alone.
+	ReleaseDeliveries(ctx context.Context, leases []Lease) error
+	// ExtendLeases moves the leases held with these tokens to until. It returns the ids of
+	// deliveries whose lease is no longer held (taken over, or finished meanwhile).
+	ExtendLeases(ctx context.Context, leases []Lease, until time.Time) (lost []string, err error)
 	// RecoverLeases, at start, releases the leases of processes that no longer run. A backend
 	// that one process owns (SQLite) releases them all; a shared one lets them expire.
 	RecoverLeases(ctx context.Context) error
-	// NextDue returns when the earliest pending delivery that is not leased is due; false when
-	// there is none.
-	NextDue(ctx context.Context) (time.Time, bool, error)
+	// DueSubscriptions returns, for each subscription with pending deliveries that are not
+	// paused and not leased at now, when the earliest of them is due.
+	DueSubscriptions(ctx context.Context, now time.Time) (map[string]time.Time, error)
 	// GetEvent returns an event and its deliveries, or ErrNotFound.
 	GetEvent(ctx context.Context, id string) (*Event, []*Delivery, error)
 	// GetDelivery returns a delivery and its attempts, oldest first, or ErrNotFound.
@@ -150,12 +195,22 @@ type Store interface {
 	// ListDeliveries returns a subscription's deliveries, newest first, with status if it is
 	// not empty. opts.After names the last delivery of the previous page.
 	ListDeliveries(ctx context.Context, subscriptionID string, status DeliveryStatus, opts ListOptions) ([]*Delivery, error)
-	// RetryDelivery makes a delivery pending and due at now, whatever its status.
+	// RetryDelivery makes a delivery pending and due at now, whatever its status. A delivery
+	// whose round is in flight (leased at now) is not touched but marked: the round's
+	// completion makes it due again, so that no second round runs beside the first. A
+	// delivery of an inactive subscription stays paused until it is reactivated. It returns
+	// ErrNotFound, or ErrSubscriptionGone when the delivery's subscription was deleted.
 	RetryDelivery(ctx context.Context, id string, now time.Time) (*Delivery, error)
-	// Prune deletes finished deliveries (and their attempts) that finished before cutoff,
-	// then events received before cutoff that have no delivery left. It returns how many
-	// deliveries it deleted.
-	Prune(ctx context.Context, cutoff time.Time) (int, error)
+	// Prune deletes up to max finished deliveries (and their attempts) that finished before
+	// cutoff, and up to max events received before cutoff that have no delivery left, in one
+	// short transaction. It returns how many deliveries it deleted, and more when either limit
+	// was reached: callers repeat while more is true.
+	Prune(ctx context.Context, cutoff time.Time, max int) (deleted int, more bool, err error)
+
+	// SubscriptionGeneration grows with every committed change to a subscription made through
+	// this Store that matters to delivery (its declaration, version, policy, activity or error
+	// state), so that a cache of subscriptions knows when to read them again.
+	SubscriptionGeneration() uint64
 
 	// Stats returns counts for monitoring: the queue and the subscriptions' states.
 	Stats(ctx context.Context, now time.Time) (Stats, error)
@@ -166,10 +221,10 @@ type Store interface {
 	Close() error
 }
 
-// SameDeclaration reports whether a and b declare the same target: URL, Events, Headers and
-// Plugins. A file sync updates a subscription only when they differ.
+// SameDeclaration reports whether a and b declare the same target: URL, Events, Headers,
+// Plugins and Policy. A file sync updates a subscription only when they differ.
 func SameDeclaration(a, b *Subscription) bool {
-	return a.URL == b.URL &&
+	return a.URL == b.URL && a.Policy == b.Policy &&
 		slices.Equal(a.Events, b.Events) &&
 		maps.Equal(a.Headers, b.Headers) &&
 		slices.EqualFunc(a.Plugins, b.Plugins, func(x, y Plugin) bool {
@@ -183,4 +238,11 @@ func CopyDeclaration(dst, src *Subscription) {
 	dst.Events = slices.Clone(src.Events)
 	dst.Headers = maps.Clone(src.Headers)
 	dst.Plugins = slices.Clone(src.Plugins)
+	dst.Policy = src.Policy
+}
+
+// SameDelivery reports whether a and b send deliveries the same way: the same declaration and
+// the same credentials. Backends bump Version when it is false.
+func SameDelivery(a, b *Subscription) bool {
+	return SameDeclaration(a, b) && a.Username == b.Username && a.Password == b.Password
 }

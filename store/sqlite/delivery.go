@@ -1,6 +1,7 @@
 package sqlite
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"encoding/json"
@@ -59,7 +60,7 @@ func (s *Store) IngestEvents(ctx context.Context, events []*store.Event, newID f
 					return err
 				}
 			}
-			results[i] = store.IngestResult{ID: ev.ID, Type: ev.Type, Deliveries: len(targets)}
+			results[i] = store.IngestResult{ID: ev.ID, Type: ev.Type, Deliveries: len(targets), Targets: targets}
 		}
 		return nil
 	})
@@ -79,18 +80,41 @@ const (
 	claimedEventSQL        = "SELECT type, payload, traceparent, received_at FROM events WHERE id = ?"
 	insertAttemptSQL       = `INSERT INTO attempts (delivery_id, attempted_at, duration,
 		status_code, error, response_body, trace_id) VALUES (?, ?, ?, ?, ?, ?, ?)`
-	completeDeliverySQL = `UPDATE deliveries SET status = ?, attempts = attempts + ?, step = step + ?,
-		next_attempt_at = ?, lease_until = 0, last_status_code = ?, last_error = ?, updated_at = ?, finished_at = ?
-		WHERE id = ? AND status = 'pending'`
-)
+	// completeDeliverySQL applies an outcome while the claim's token holds. A retry asked for
+	// during the round (retry_requested) makes the delivery due again at once instead, unless
+	// its subscription is gone (?11 false).
+	completeDeliverySQL = `UPDATE deliveries SET
+		status = CASE WHEN retry_requested = 1 AND ?11 THEN 'pending' ELSE ?1 END,
+		attempts = attempts + ?2, step = step + ?3,
+		next_attempt_at = CASE WHEN retry_requested = 1 AND ?11 THEN ?7 ELSE ?4 END,
+		lease_until = 0, last_status_code = ?5, last_error = ?6, updated_at = ?7,
+		finished_at = CASE WHEN retry_requested = 1 AND ?11 THEN NULL ELSE ?8 END,
+		retry_requested = 0
+		WHERE id = ?9 AND lease_token = ?10 AND status = 'pending'`
+	// staleAttemptsSQL counts the attempts of a stale outcome, which are recorded as they
+	// happened although the outcome is not applied.
+	staleAttemptsSQL = "UPDATE deliveries SET attempts = attempts + ? WHERE id = ?"
 
-// claimSQL leases due deliveries; claimSkipSQL is the same with the subscriptions to skip.
-const (
-	claimSelect = `SELECT d.id FROM deliveries d JOIN subscriptions s ON s.id = d.subscription_id
-		WHERE d.status = 'pending' AND d.next_attempt_at <= ? AND d.lease_until <= ? AND s.active = 1`
-	claimReturning = ` ORDER BY d.next_attempt_at LIMIT ?) RETURNING id, event_id, subscription_id, status,
-		attempts, step, next_attempt_at, last_status_code, last_error, created_at, updated_at`
-	claimSQL = `UPDATE deliveries SET lease_until = ? WHERE id IN (` + claimSelect + claimReturning
+	claimReturning = ` RETURNING id, event_id, subscription_id, status, attempts, step, next_attempt_at,
+		last_status_code, last_error, created_at, updated_at, lease_token`
+	// claimSQL leases one subscription's due deliveries, the longest due first. A new round
+	// serves any retry asked for while an earlier one was in flight (retry_requested).
+	claimSQL = `UPDATE deliveries SET lease_until = ?1, lease_token = lease_token + 1, retry_requested = 0 WHERE id IN (
+		SELECT id FROM deliveries WHERE subscription_id = ?2 AND status = 'pending' AND paused = 0
+		AND next_attempt_at <= ?3 AND lease_until <= ?3 ORDER BY next_attempt_at LIMIT ?4)` + claimReturning
+	// nextDueSQL is when a subscription's earliest unleased pending delivery is due.
+	nextDueSQL = `SELECT next_attempt_at FROM deliveries WHERE subscription_id = ? AND status = 'pending'
+		AND paused = 0 AND lease_until <= ? ORDER BY next_attempt_at LIMIT 1`
+	// fifoHeadSQL is a subscription's oldest pending delivery, in ingest order.
+	fifoHeadSQL = `SELECT id, next_attempt_at, lease_until FROM deliveries WHERE subscription_id = ?
+		AND status = 'pending' AND paused = 0 ORDER BY created_at, rowid LIMIT 1`
+	claimOneSQL = `UPDATE deliveries SET lease_until = ?, lease_token = lease_token + 1, retry_requested = 0
+		WHERE id = ?` + claimReturning
+	releaseSQL = "UPDATE deliveries SET lease_until = 0 WHERE id = ? AND lease_token = ?"
+	// extendSQL moves a lease still held: not ended by a completion, a release or RecoverLeases
+	// (all of which set lease_until to 0), nor taken over.
+	extendSQL = `UPDATE deliveries SET lease_until = ? WHERE id = ? AND lease_token = ? AND status = 'pending'
+		AND lease_until != 0`
 )
 
 // target is an active subscription as fan-out needs it.
@@ -150,58 +174,41 @@ func scanDelivery(row scanner) (*store.Delivery, error) {
 	return &d, nil
 }
 
-// ClaimDeliveries leases due deliveries.
-func (s *Store) ClaimDeliveries(ctx context.Context, opts store.ClaimOptions) ([]*store.Claim, error) {
-	if opts.Limit <= 0 {
-		return nil, nil
+// ClaimDeliveries leases due deliveries, subscription by subscription.
+func (s *Store) ClaimDeliveries(ctx context.Context, opts store.ClaimOptions) (store.ClaimResult, error) {
+	var res store.ClaimResult
+	if len(opts.Subscriptions) == 0 {
+		return res, nil
 	}
-	var claims []*store.Claim
 	err := s.inTx(ctx, func(tx *sql.Tx) error {
-		claims = nil
-		now := opts.Now.UnixNano()
-		query, args := claimSQL, []any{opts.LeaseUntil.UnixNano(), now, now}
-		if len(opts.Skip) > 0 {
-			query = `UPDATE deliveries SET lease_until = ? WHERE id IN (` + claimSelect +
-				" AND d.subscription_id NOT IN (" + placeholders(len(opts.Skip)) + ")" + claimReturning
-			for _, id := range opts.Skip {
-				args = append(args, id)
+		res = store.ClaimResult{NextDue: make(map[string]time.Time)}
+		now, until := opts.Now.UnixNano(), opts.LeaseUntil.UnixNano()
+		for _, sc := range opts.Subscriptions {
+			if sc.Limit <= 0 {
+				continue
 			}
-		}
-		args = append(args, opts.Limit)
-		claim, err := s.stmt(ctx, tx, query)
-		if err != nil {
-			return err
-		}
-		rows, err := claim.QueryContext(ctx, args...)
-		if err != nil {
-			return err
-		}
-		for rows.Next() {
 			var (
-				d                    store.Delivery
-				status               string
-				next                 sql.NullInt64
-				createdAt, updatedAt int64
+				claims []*store.Claim
+				err    error
 			)
-			if err := rows.Scan(&d.ID, &d.EventID, &d.SubscriptionID, &status, &d.Attempts, &d.Step, &next,
-				&d.LastStatusCode, &d.LastError, &createdAt, &updatedAt); err != nil {
-				rows.Close()
-				return err
+			if sc.FIFO {
+				claims, err = s.claimHead(ctx, tx, sc.ID, now, until, res.NextDue)
+			} else {
+				claims, err = s.claimDue(ctx, tx, sc, now, until, res.NextDue)
 			}
-			d.Status, d.NextAttemptAt = store.DeliveryStatus(status), fromNanos(next)
-			d.CreatedAt, d.UpdatedAt = time.Unix(0, createdAt).UTC(), time.Unix(0, updatedAt).UTC()
-			claims = append(claims, &store.Claim{Delivery: &d})
+			if err != nil {
+				return fmt.Errorf("subscription %q: %w", sc.ID, err)
+			}
+			res.Claims = append(res.Claims, claims...)
 		}
-		rows.Close()
-		if err := rows.Err(); err != nil || len(claims) == 0 {
-			return err
+		if len(res.Claims) == 0 {
+			return nil
 		}
 		event, err := s.stmt(ctx, tx, claimedEventSQL)
 		if err != nil {
 			return err
 		}
-		subs := make(map[string]*store.Subscription)
-		for _, c := range claims {
+		for _, c := range res.Claims {
 			ev := &store.Event{ID: c.Delivery.EventID}
 			var recv int64
 			if err := event.QueryRowContext(ctx, ev.ID).Scan(&ev.Type, &ev.Payload, &ev.TraceParent, &recv); err != nil {
@@ -209,21 +216,106 @@ func (s *Store) ClaimDeliveries(ctx context.Context, opts store.ClaimOptions) ([
 			}
 			ev.ReceivedAt = time.Unix(0, recv).UTC()
 			c.Event, c.Delivery.EventType = ev, ev.Type
-			sub, ok := subs[c.Delivery.SubscriptionID]
-			if !ok {
-				if sub, err = s.txSubscription(ctx, tx, c.Delivery.SubscriptionID); err != nil {
-					return err
-				}
-				subs[sub.ID] = sub
-			}
-			c.Subscription = sub
 		}
-		sort.SliceStable(claims, func(i, j int) bool {
-			return claims[i].Delivery.NextAttemptAt.Before(*claims[j].Delivery.NextAttemptAt)
-		})
 		return nil
 	})
-	return claims, err
+	if err != nil {
+		return store.ClaimResult{}, err
+	}
+	return res, nil
+}
+
+// claimDue leases up to sc.Limit due deliveries of one subscription; when it finds fewer, it
+// notes in nextDue when the subscription's next unleased one is due.
+func (s *Store) claimDue(ctx context.Context, tx *sql.Tx, sc store.SubscriptionClaim, now, until int64, nextDue map[string]time.Time) ([]*store.Claim, error) {
+	claim, err := s.stmt(ctx, tx, claimSQL)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := claim.QueryContext(ctx, until, sc.ID, now, sc.Limit)
+	if err != nil {
+		return nil, err
+	}
+	claims, err := scanClaims(rows)
+	if err != nil {
+		return nil, err
+	}
+	// RETURNING follows the update's order, not the subquery's.
+	sort.SliceStable(claims, func(i, j int) bool {
+		return claims[i].Delivery.NextAttemptAt.Before(*claims[j].Delivery.NextAttemptAt)
+	})
+	if len(claims) == sc.Limit {
+		return claims, nil
+	}
+	// The rest is not due yet, or leased.
+	next, err := s.stmt(ctx, tx, nextDueSQL)
+	if err != nil {
+		return nil, err
+	}
+	var at int64
+	switch err := next.QueryRowContext(ctx, sc.ID, now).Scan(&at); {
+	case errors.Is(err, sql.ErrNoRows):
+	case err != nil:
+		return nil, err
+	default:
+		nextDue[sc.ID] = time.Unix(0, at).UTC()
+	}
+	return claims, nil
+}
+
+// claimHead leases a fifo subscription's oldest pending delivery if it is due and not leased.
+func (s *Store) claimHead(ctx context.Context, tx *sql.Tx, sub string, now, until int64, nextDue map[string]time.Time) ([]*store.Claim, error) {
+	head, err := s.stmt(ctx, tx, fifoHeadSQL)
+	if err != nil {
+		return nil, err
+	}
+	var (
+		id           string
+		due, leaseTo int64
+	)
+	switch err := head.QueryRowContext(ctx, sub).Scan(&id, &due, &leaseTo); {
+	case errors.Is(err, sql.ErrNoRows):
+		return nil, nil
+	case err != nil:
+		return nil, err
+	case leaseTo > now: // in flight
+		return nil, nil
+	case due > now:
+		nextDue[sub] = time.Unix(0, due).UTC()
+		return nil, nil
+	}
+	one, err := s.stmt(ctx, tx, claimOneSQL)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := one.QueryContext(ctx, until, id)
+	if err != nil {
+		return nil, err
+	}
+	return scanClaims(rows)
+}
+
+// scanClaims reads the rows a claim statement returned, and closes them.
+func scanClaims(rows *sql.Rows) ([]*store.Claim, error) {
+	defer rows.Close()
+	var claims []*store.Claim
+	for rows.Next() {
+		var (
+			d                    store.Delivery
+			c                    = &store.Claim{Delivery: &d}
+			status               string
+			next                 sql.NullInt64
+			createdAt, updatedAt int64
+		)
+		if err := rows.Scan(&d.ID, &d.EventID, &d.SubscriptionID, &status, &d.Attempts, &d.Step, &next,
+			&d.LastStatusCode, &d.LastError, &createdAt, &updatedAt, &c.Token); err != nil {
+			return nil, err
+		}
+		d.Status, d.NextAttemptAt = store.DeliveryStatus(status), fromNanos(next)
+		d.CreatedAt, d.UpdatedAt = time.Unix(0, createdAt).UTC(), time.Unix(0, updatedAt).UTC()
+		claims = append(claims, c)
+	}
+	return claims, rows.Err()
 }
 
 // txSubscription reads a subscription inside a write transaction.
@@ -243,9 +335,12 @@ func placeholders(n int) string {
 	return strings.TrimSuffix(strings.Repeat("?, ", n), ", ")
 }
 
-// CompleteDeliveries records outcomes.
-func (s *Store) CompleteDeliveries(ctx context.Context, outcomes []*store.Outcome, policy store.ErrorPolicy, now time.Time) error {
-	return s.inTx(ctx, func(tx *sql.Tx) error {
+// CompleteDeliveries records outcomes, each while its claim's token holds.
+func (s *Store) CompleteDeliveries(ctx context.Context, outcomes []*store.Outcome, policy store.ErrorPolicy, now time.Time) ([]string, error) {
+	var stale []string
+	changed := false
+	err := s.inTx(ctx, func(tx *sql.Tx) error {
+		stale, changed = nil, false
 		insertAttempt, err := s.stmt(ctx, tx, insertAttemptSQL)
 		if err != nil {
 			return err
@@ -255,7 +350,7 @@ func (s *Store) CompleteDeliveries(ctx context.Context, outcomes []*store.Outcom
 			return err
 		}
 		subs := make(map[string]*store.Subscription)
-		changed := make(map[string]bool)
+		dirty := make(map[string]store.Subscription) // changed subscriptions, as they were
 		at := now.UnixNano()
 		for _, o := range outcomes {
 			var last store.Attempt
@@ -266,38 +361,93 @@ func (s *Store) CompleteDeliveries(ctx context.Context, outcomes []*store.Outcom
 				}
 				last = a
 			}
-			status, step, next, finished := store.Failed, 0, any(nil), any(at)
-			switch {
-			case o.Succeeded:
-				status = store.Succeeded
-			case o.NextAttemptAt != nil:
-				status, step, next, finished = store.Pending, 1, o.NextAttemptAt.UnixNano(), nil
-			}
-			if _, err := complete.ExecContext(ctx, status, len(o.Attempts), step, next, last.StatusCode, last.Error,
-				at, finished, o.DeliveryID); err != nil {
-				return err
-			}
-
 			sub, seen := subs[o.SubscriptionID]
 			if !seen {
 				sub, err = s.txSubscription(ctx, tx, o.SubscriptionID)
-				if errors.Is(err, store.ErrNotFound) {
-					subs[o.SubscriptionID] = nil // deleted meanwhile
-					continue
-				}
-				if err != nil {
+				if err != nil && !errors.Is(err, store.ErrNotFound) {
 					return err
 				}
-				subs[o.SubscriptionID] = sub
+				subs[o.SubscriptionID] = sub // nil: deleted meanwhile
 			}
-			if sub != nil && store.ApplyOutcome(sub, o, policy, now) {
-				changed[sub.ID] = true
+			status, step, next, finished := store.Failed, 0, any(nil), any(at)
+			lastError := last.Error
+			subscribed := sub != nil && !o.SubscriptionDeleted // a retry asked for may run
+			switch {
+			case o.Succeeded:
+				status = store.Succeeded
+			case !subscribed:
+				lastError = cmp.Or(lastError, "subscription deleted")
+			case o.NextAttemptAt != nil:
+				status, step, next, finished = store.Pending, 1, o.NextAttemptAt.UnixNano(), nil
+			}
+			res, err := complete.ExecContext(ctx, status, len(o.Attempts), step, next, last.StatusCode, lastError,
+				at, finished, o.DeliveryID, o.Token, subscribed)
+			if err != nil {
+				return err
+			}
+			if n, _ := res.RowsAffected(); n == 0 {
+				stale = append(stale, o.DeliveryID)
+				if len(o.Attempts) > 0 {
+					if _, err := tx.ExecContext(ctx, staleAttemptsSQL, len(o.Attempts), o.DeliveryID); err != nil {
+						return err
+					}
+				}
+				continue
+			}
+			if sub == nil || len(o.Attempts) == 0 {
+				continue
+			}
+			before := *sub
+			if store.ApplyOutcome(sub, o, policy, now) {
+				if _, ok := dirty[sub.ID]; !ok {
+					dirty[sub.ID] = before
+				}
 			}
 		}
-		for id := range changed {
+		for id, before := range dirty {
 			sub := subs[id]
-			sub.UpdatedAt = now
 			if err := s.updateSubscription(ctx, tx, sub); err != nil {
+				return err
+			}
+			if sub.Active != before.Active {
+				if err := setPaused(ctx, tx, id, !sub.Active); err != nil {
+					return err
+				}
+			}
+			if sub.Active != before.Active || sub.InErrorState != before.InErrorState {
+				changed = true
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if changed {
+		s.generation.Add(1)
+	}
+	return stale, nil
+}
+
+// setPaused takes a subscription's pending deliveries off the due path (an inactive one's) or
+// puts them back.
+func setPaused(ctx context.Context, tx *sql.Tx, subID string, paused bool) error {
+	_, err := tx.ExecContext(ctx, "UPDATE deliveries SET paused = ? WHERE subscription_id = ? AND status = 'pending'", paused, subID)
+	return err
+}
+
+// ReleaseDeliveries ends leases whose tokens still hold.
+func (s *Store) ReleaseDeliveries(ctx context.Context, leases []store.Lease) error {
+	if len(leases) == 0 {
+		return nil
+	}
+	return s.inTx(ctx, func(tx *sql.Tx) error {
+		release, err := s.stmt(ctx, tx, releaseSQL)
+		if err != nil {
+			return err
+		}
+		for _, l := range leases {
+			if _, err := release.ExecContext(ctx, l.DeliveryID, l.Token); err != nil {
 				return err
 			}
 		}
@@ -305,17 +455,30 @@ func (s *Store) CompleteDeliveries(ctx context.Context, outcomes []*store.Outcom
 	})
 }
 
-// ReleaseDeliveries ends leases.
-func (s *Store) ReleaseDeliveries(ctx context.Context, ids []string) error {
-	if len(ids) == 0 {
+// ExtendLeases moves leases whose tokens still hold to until.
+func (s *Store) ExtendLeases(ctx context.Context, leases []store.Lease, until time.Time) ([]string, error) {
+	if len(leases) == 0 {
+		return nil, nil
+	}
+	var lost []string
+	err := s.inTx(ctx, func(tx *sql.Tx) error {
+		lost = nil
+		extend, err := s.stmt(ctx, tx, extendSQL)
+		if err != nil {
+			return err
+		}
+		for _, l := range leases {
+			res, err := extend.ExecContext(ctx, until.UnixNano(), l.DeliveryID, l.Token)
+			if err != nil {
+				return err
+			}
+			if n, _ := res.RowsAffected(); n == 0 {
+				lost = append(lost, l.DeliveryID)
+			}
+		}
 		return nil
-	}
-	args := make([]any, len(ids))
-	for i, id := range ids {
-		args[i] = id
-	}
-	_, err := s.write.ExecContext(ctx, "UPDATE deliveries SET lease_until = 0 WHERE id IN ("+placeholders(len(ids))+")", args...)
-	return err
+	})
+	return lost, err
 }
 
 // RecoverLeases releases every lease: one process owns a SQLite file, so any lease found at
@@ -325,15 +488,24 @@ func (s *Store) RecoverLeases(ctx context.Context) error {
 	return err
 }
 
-// NextDue returns when the earliest pending delivery is due.
-func (s *Store) NextDue(ctx context.Context) (time.Time, bool, error) {
-	var next sql.NullInt64
-	// Leased deliveries are in flight: their next attempt is not due.
-	err := s.read.QueryRowContext(ctx, "SELECT MIN(next_attempt_at) FROM deliveries WHERE status = 'pending' AND lease_until = 0").Scan(&next)
-	if err != nil || !next.Valid {
-		return time.Time{}, false, err
+// DueSubscriptions returns when each subscription's earliest unleased pending delivery is due.
+func (s *Store) DueSubscriptions(ctx context.Context, now time.Time) (map[string]time.Time, error) {
+	rows, err := s.read.QueryContext(ctx, `SELECT subscription_id, MIN(next_attempt_at) FROM deliveries
+		WHERE status = 'pending' AND paused = 0 AND lease_until <= ? GROUP BY subscription_id`, now.UnixNano())
+	if err != nil {
+		return nil, err
 	}
-	return time.Unix(0, next.Int64).UTC(), true, nil
+	defer rows.Close()
+	due := make(map[string]time.Time)
+	for rows.Next() {
+		var id string
+		var at int64
+		if err := rows.Scan(&id, &at); err != nil {
+			return nil, err
+		}
+		due[id] = time.Unix(0, at).UTC()
+	}
+	return due, rows.Err()
 }
 
 // GetEvent returns an event and its deliveries.
@@ -442,18 +614,36 @@ func (s *Store) ListDeliveries(ctx context.Context, subscriptionID string, statu
 	return ds, rows.Err()
 }
 
-// RetryDelivery makes a delivery pending and due at now.
+// RetryDelivery makes a delivery pending and due at now, or marks a leased one.
 func (s *Store) RetryDelivery(ctx context.Context, id string, now time.Time) (*store.Delivery, error) {
 	var d *store.Delivery
 	err := s.inTx(ctx, func(tx *sql.Tx) error {
 		at := now.UnixNano()
-		res, err := tx.ExecContext(ctx, `UPDATE deliveries SET status = 'pending', next_attempt_at = ?, lease_until = 0,
-			finished_at = NULL, updated_at = ? WHERE id = ?`, at, at, id)
+		var (
+			status     string
+			leaseUntil int64
+			active     sql.NullBool
+		)
+		err := tx.QueryRowContext(ctx, `SELECT d.status, d.lease_until, s.active FROM deliveries d
+			LEFT JOIN subscriptions s ON s.id = d.subscription_id WHERE d.id = ?`, id).Scan(&status, &leaseUntil, &active)
+		switch {
+		case errors.Is(err, sql.ErrNoRows):
+			return fmt.Errorf("delivery %q: %w", id, store.ErrNotFound)
+		case err != nil:
+			return err
+		case !active.Valid:
+			return fmt.Errorf("delivery %q: %w", id, store.ErrSubscriptionGone)
+		}
+		if status == string(store.Pending) && leaseUntil > at {
+			// A round is in flight: its completion makes the delivery due again.
+			_, err = tx.ExecContext(ctx, "UPDATE deliveries SET retry_requested = 1, updated_at = ? WHERE id = ?", at, id)
+		} else {
+			_, err = tx.ExecContext(ctx, `UPDATE deliveries SET status = 'pending', next_attempt_at = ?, lease_until = 0,
+				finished_at = NULL, updated_at = ?, paused = ?, retry_requested = 0,
+				lease_token = lease_token + 1 WHERE id = ?`, at, at, !active.Bool, id)
+		}
 		if err != nil {
 			return err
-		}
-		if n, _ := res.RowsAffected(); n == 0 {
-			return fmt.Errorf("delivery %q: %w", id, store.ErrNotFound)
 		}
 		d, err = getDelivery(ctx, tx, id)
 		return err
@@ -461,28 +651,35 @@ func (s *Store) RetryDelivery(ctx context.Context, id string, now time.Time) (*s
 	return d, err
 }
 
-// Prune deletes finished deliveries and old events.
-func (s *Store) Prune(ctx context.Context, cutoff time.Time) (int, error) {
-	var n int64
+// Prune deletes a bounded batch of finished deliveries and old events.
+func (s *Store) Prune(ctx context.Context, cutoff time.Time, max int) (int, bool, error) {
+	var deliveries, events int64
 	err := s.inTx(ctx, func(tx *sql.Tx) error {
 		at := cutoff.UnixNano()
-		res, err := tx.ExecContext(ctx, "DELETE FROM deliveries WHERE status != 'pending' AND finished_at < ?", at)
+		res, err := tx.ExecContext(ctx, `DELETE FROM deliveries WHERE id IN (SELECT id FROM deliveries
+			WHERE status != 'pending' AND finished_at < ? LIMIT ?)`, at, max)
 		if err != nil {
 			return err
 		}
-		n, _ = res.RowsAffected()
-		_, err = tx.ExecContext(ctx, `DELETE FROM events WHERE received_at < ?
-			AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = events.id)`, at)
-		return err
+		deliveries, _ = res.RowsAffected()
+		res, err = tx.ExecContext(ctx, `DELETE FROM events WHERE id IN (SELECT id FROM events e WHERE received_at < ?
+			AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = e.id) LIMIT ?)`, at, max)
+		if err != nil {
+			return err
+		}
+		events, _ = res.RowsAffected()
+		return nil
 	})
-	return int(n), err
+	return int(deliveries), deliveries >= int64(max) || events >= int64(max), err
 }
 
-// failPending fails the pending deliveries that where (a condition on deliveries) selects.
-func failPending(ctx context.Context, tx *sql.Tx, where string, arg any, reason string) error {
-	at := time.Now().UnixNano()
+// failPending fails a deleted subscription's pending deliveries that are not leased at now;
+// a leased one's round records what happened when it completes.
+func failPending(ctx context.Context, tx *sql.Tx, subID, reason string, now time.Time) error {
+	at := now.UnixNano()
 	_, err := tx.ExecContext(ctx, `UPDATE deliveries SET status = 'failed', next_attempt_at = NULL, lease_until = 0,
-		last_error = ?, updated_at = ?, finished_at = ? WHERE status = 'pending' AND `+where, reason, at, at, arg)
+		last_error = ?, updated_at = ?, finished_at = ? WHERE subscription_id = ? AND status = 'pending' AND lease_until <= ?`,
+		reason, at, at, subID, at)
 	return err
 }
 
@@ -492,9 +689,8 @@ func (s *Store) Stats(ctx context.Context, now time.Time) (store.Stats, error) {
 	var oldest sql.NullInt64
 	at := now.UnixNano()
 	err := s.read.QueryRowContext(ctx, `SELECT COUNT(*),
-		MIN(CASE WHEN d.next_attempt_at <= ? AND d.lease_until <= ? THEN d.next_attempt_at END)
-		FROM deliveries d JOIN subscriptions s ON s.id = d.subscription_id
-		WHERE d.status = 'pending' AND s.active = 1`, at, at).Scan(&st.Pending, &oldest)
+		MIN(CASE WHEN next_attempt_at <= ? AND lease_until <= ? THEN next_attempt_at END)
+		FROM deliveries WHERE status = 'pending' AND paused = 0`, at, at).Scan(&st.Pending, &oldest)
 	if err != nil {
 		return st, err
 	}

@@ -19,6 +19,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	_ "modernc.org/sqlite" // registers the "sqlite" driver
@@ -42,6 +43,8 @@ type Store struct {
 	read  *sql.DB // a pool, query_only
 
 	stmts map[string]*sql.Stmt // hotQueries, prepared at Open; read-only after
+
+	generation atomic.Uint64 // see SubscriptionGeneration
 }
 
 var _ store.Store = (*Store)(nil)
@@ -112,8 +115,9 @@ func (s *Store) Close() error {
 // hotQueries are prepared once at Open, on the writer's one connection, so the transactions of
 // ingest, claim and completion use them without parsing their SQL again.
 var hotQueries = []string{
-	insertEventSQL, insertDeliverySQL, activeSubscriptionsSQL, duplicateEventSQL, claimSQL,
-	claimedEventSQL, selectSubscriptionSQL, insertAttemptSQL, completeDeliverySQL, updateSubscriptionSQL,
+	insertEventSQL, insertDeliverySQL, activeSubscriptionsSQL, duplicateEventSQL, claimSQL, nextDueSQL,
+	fifoHeadSQL, claimOneSQL, claimedEventSQL, selectSubscriptionSQL, insertAttemptSQL, completeDeliverySQL,
+	updateSubscriptionSQL, releaseSQL, extendSQL,
 }
 
 // prepareHot prepares hotQueries. It runs before any transaction: the writer has one
@@ -191,6 +195,10 @@ func (s *Store) migrate(ctx context.Context) error {
 	return nil
 }
 
+// SubscriptionGeneration grows with every committed change to a subscription that matters to
+// delivery.
+func (s *Store) SubscriptionGeneration() uint64 { return s.generation.Load() }
+
 func (s *Store) inTx(ctx context.Context, fn func(*sql.Tx) error) error {
 	tx, err := s.write.BeginTx(ctx, nil)
 	if err != nil {
@@ -205,13 +213,15 @@ func (s *Store) inTx(ctx context.Context, fn func(*sql.Tx) error) error {
 
 const subscriptionColumns = `id, kind, source, url, events, headers, plugins, request_id, source_sender_id,
 	username, password, active, deactivated_at, in_error_state, error_state_reason,
-	detected_error_state_at, consecutive_failures, created_at, updated_at`
+	detected_error_state_at, consecutive_failures, max_in_flight, rate_limit, ordering, version,
+	created_at, updated_at`
 
 var insertSubscription = "INSERT INTO subscriptions (" + subscriptionColumns + ") VALUES (" +
 	placeholders(strings.Count(subscriptionColumns, ",")+1) + ")"
 
 // CreateSubscription stores sub.
 func (s *Store) CreateSubscription(ctx context.Context, sub *store.Subscription) error {
+	sub.Version = max(sub.Version, 1)
 	args, err := subscriptionArgs(sub)
 	if err != nil {
 		return err
@@ -219,6 +229,9 @@ func (s *Store) CreateSubscription(ctx context.Context, sub *store.Subscription)
 	_, err = s.write.ExecContext(ctx, insertSubscription, args...)
 	if err != nil && strings.Contains(err.Error(), "UNIQUE constraint failed") {
 		return fmt.Errorf("subscription %q: %w", sub.ID, store.ErrExists)
+	}
+	if err == nil {
+		s.generation.Add(1)
 	}
 	return err
 }
@@ -285,23 +298,37 @@ func (s *Store) UpdateSubscription(ctx context.Context, id string, change func(*
 			return err
 		}
 		keep := *sub
+		// A deep copy of what SameDelivery compares: change may edit the slices and maps in place.
+		store.CopyDeclaration(&keep, sub)
 		if err := change(sub); err != nil {
 			return err
 		}
-		sub.ID, sub.Source, sub.CreatedAt = keep.ID, keep.Source, keep.CreatedAt
+		sub.ID, sub.Source, sub.CreatedAt, sub.Version = keep.ID, keep.Source, keep.CreatedAt, keep.Version
+		if !store.SameDelivery(&keep, sub) {
+			sub.Version++
+		}
 		if err := s.updateSubscription(ctx, tx, sub); err != nil {
 			return err
+		}
+		if sub.Active != keep.Active {
+			if err := setPaused(ctx, tx, id, !sub.Active); err != nil {
+				return err
+			}
 		}
 		updated = sub
 		return nil
 	})
+	if err == nil {
+		s.generation.Add(1)
+	}
 	return updated, err
 }
 
 const updateSubscriptionSQL = `UPDATE subscriptions SET kind = ?, source = ?, url = ?, events = ?,
 	headers = ?, plugins = ?, request_id = ?, source_sender_id = ?, username = ?, password = ?,
 	active = ?, deactivated_at = ?, in_error_state = ?, error_state_reason = ?,
-	detected_error_state_at = ?, consecutive_failures = ?, created_at = ?, updated_at = ? WHERE id = ?`
+	detected_error_state_at = ?, consecutive_failures = ?, max_in_flight = ?, rate_limit = ?, ordering = ?,
+	version = ?, created_at = ?, updated_at = ? WHERE id = ?`
 
 func (s *Store) updateSubscription(ctx context.Context, tx *sql.Tx, sub *store.Subscription) error {
 	args, err := subscriptionArgs(sub)
@@ -318,8 +345,8 @@ func (s *Store) updateSubscription(ctx context.Context, tx *sql.Tx, sub *store.S
 }
 
 // DeleteSubscription removes the subscription with id and fails its pending deliveries.
-func (s *Store) DeleteSubscription(ctx context.Context, id string) error {
-	return s.inTx(ctx, func(tx *sql.Tx) error {
+func (s *Store) DeleteSubscription(ctx context.Context, id string, now time.Time) error {
+	err := s.inTx(ctx, func(tx *sql.Tx) error {
 		var source string
 		err := tx.QueryRowContext(ctx, "SELECT source FROM subscriptions WHERE id = ?", id).Scan(&source)
 		switch {
@@ -333,8 +360,12 @@ func (s *Store) DeleteSubscription(ctx context.Context, id string) error {
 		if _, err := tx.ExecContext(ctx, "DELETE FROM subscriptions WHERE id = ?", id); err != nil {
 			return err
 		}
-		return failPending(ctx, tx, "subscription_id = ?", id, "subscription deleted")
+		return failPending(ctx, tx, id, "subscription deleted", now)
 	})
+	if err == nil {
+		s.generation.Add(1)
+	}
+	return err
 }
 
 // SyncFileSubscriptions makes the file-owned subscriptions match subs.
@@ -349,7 +380,7 @@ func (s *Store) SyncFileSubscriptions(ctx context.Context, subs []*store.Subscri
 			switch {
 			case errors.Is(err, store.ErrNotFound):
 				sub := *want
-				sub.Kind, sub.Source, sub.Active = store.KindWebhook, store.SourceFile, true
+				sub.Kind, sub.Source, sub.Active, sub.Version = store.KindWebhook, store.SourceFile, true, 1
 				sub.CreatedAt, sub.UpdatedAt = now, now
 				args, err := subscriptionArgs(&sub)
 				if err != nil {
@@ -366,6 +397,7 @@ func (s *Store) SyncFileSubscriptions(ctx context.Context, subs []*store.Subscri
 			case !store.SameDeclaration(have, want):
 				store.CopyDeclaration(have, want)
 				have.UpdatedAt = now
+				have.Version++
 				if err := s.updateSubscription(ctx, tx, have); err != nil {
 					return err
 				}
@@ -395,13 +427,16 @@ func (s *Store) SyncFileSubscriptions(ctx context.Context, subs []*store.Subscri
 			if _, err := tx.ExecContext(ctx, "DELETE FROM subscriptions WHERE id = ?", id); err != nil {
 				return err
 			}
-			if err := failPending(ctx, tx, "subscription_id = ?", id, "subscription removed from the file"); err != nil {
+			if err := failPending(ctx, tx, id, "subscription removed from the file", now); err != nil {
 				return err
 			}
 			res.Deleted++
 		}
 		return nil
 	})
+	if err == nil && res != (store.SyncResult{}) {
+		s.generation.Add(1)
+	}
 	return res, err
 }
 
@@ -431,6 +466,7 @@ func subscriptionArgs(sub *store.Subscription) ([]any, error) {
 		sub.ID, string(sub.Kind), string(sub.Source), sub.URL, string(events), headers, string(pluginsJSON),
 		sub.RequestID, sub.SourceSenderID, sub.Username, sub.Password, sub.Active, nanos(sub.DeactivatedAt),
 		sub.InErrorState, sub.ErrorStateReason, nanos(sub.DetectedErrorStateAt), sub.ConsecutiveFailures,
+		sub.Policy.MaxInFlight, sub.Policy.RateLimit, string(sub.Policy.Ordering), sub.Version,
 		sub.CreatedAt.UnixNano(), sub.UpdatedAt.UnixNano(),
 	}, nil
 }
@@ -441,17 +477,19 @@ func scanSubscription(row scanner) (*store.Subscription, error) {
 	var (
 		sub                            store.Subscription
 		kind, source, events, plugins  string
+		ordering                       string
 		headers                        sql.NullString
 		deactivatedAt, detectedErrorAt sql.NullInt64
 		createdAt, updatedAt           int64
 	)
 	err := row.Scan(&sub.ID, &kind, &source, &sub.URL, &events, &headers, &plugins, &sub.RequestID,
 		&sub.SourceSenderID, &sub.Username, &sub.Password, &sub.Active, &deactivatedAt, &sub.InErrorState,
-		&sub.ErrorStateReason, &detectedErrorAt, &sub.ConsecutiveFailures, &createdAt, &updatedAt)
+		&sub.ErrorStateReason, &detectedErrorAt, &sub.ConsecutiveFailures, &sub.Policy.MaxInFlight,
+		&sub.Policy.RateLimit, &ordering, &sub.Version, &createdAt, &updatedAt)
 	if err != nil {
 		return nil, err
 	}
-	sub.Kind, sub.Source = store.Kind(kind), store.Source(source)
+	sub.Kind, sub.Source, sub.Policy.Ordering = store.Kind(kind), store.Source(source), store.Ordering(ordering)
 	if err := json.Unmarshal([]byte(events), &sub.Events); err != nil {
 		return nil, fmt.Errorf("subscription %q: events: %w", sub.ID, err)
 	}

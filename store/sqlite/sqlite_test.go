@@ -17,7 +17,7 @@ func TestConformance(t *testing.T) {
 			t.Fatal(err)
 		}
 		return s
-	})
+	}, storetest.Capabilities{SingleOwner: true})
 }
 
 func TestReopenKeepsData(t *testing.T) {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -83,24 +84,75 @@ func mustDelivery(t *testing.T, s store.Store, id string) (*store.Delivery, []st
 
 func name(d *store.Delivery) string { return d.EventID + "/" + d.SubscriptionID }
 
-// claimed claims with opts and names the claims in the order returned.
-func claimed(t *testing.T, s store.Store, opts store.ClaimOptions) []string {
+// round is what one ClaimDeliveries call leased, for a test to name and complete.
+type round struct {
+	t *testing.T
+	// names are the claims, named, in the order returned.
+	names   []string
+	claims  map[string]*store.Claim
+	nextDue map[string]time.Time
+}
+
+// claim returns the claim of the named delivery ("e1/a"), which must be in the round.
+func (r round) claim(name string) *store.Claim {
+	r.t.Helper()
+	c, ok := r.claims[name]
+	if !ok {
+		r.t.Fatalf("%s was not claimed; the round claimed %q", name, r.names)
+	}
+	return c
+}
+
+// lease returns the lease of the named delivery's claim.
+func (r round) lease(name string) store.Lease {
+	r.t.Helper()
+	c := r.claim(name)
+	return store.Lease{DeliveryID: c.Delivery.ID, Token: c.Token}
+}
+
+// claim calls ClaimDeliveries with opts.
+func claim(t *testing.T, s store.Store, opts store.ClaimOptions) round {
 	t.Helper()
-	cs, err := s.ClaimDeliveries(context.Background(), opts)
+	res, err := s.ClaimDeliveries(context.Background(), opts)
 	if err != nil {
 		t.Fatalf("ClaimDeliveries: %v", err)
 	}
-	names := make([]string, len(cs))
-	for i, c := range cs {
-		names[i] = name(c.Delivery)
+	r := round{t: t, claims: make(map[string]*store.Claim), nextDue: res.NextDue}
+	for _, c := range res.Claims {
+		n := name(c.Delivery)
+		if _, twice := r.claims[n]; twice {
+			t.Fatalf("ClaimDeliveries returned %s twice", n)
+		}
+		r.names = append(r.names, n)
+		r.claims[n] = c
 	}
-	return names
+	return r
 }
 
-// claimAt claims up to 100 deliveries due at now, leased for an hour.
-func claimAt(t *testing.T, s store.Store, now time.Time) []string {
+// claimOf claims, at now and leased until until, up to limit due deliveries of each of subs.
+func claimOf(t *testing.T, s store.Store, now, until time.Time, limit int, subs ...string) round {
 	t.Helper()
-	return claimed(t, s, store.ClaimOptions{Now: now, LeaseUntil: now.Add(time.Hour), Limit: 100})
+	opts := store.ClaimOptions{Now: now, LeaseUntil: until}
+	for _, id := range subs {
+		opts.Subscriptions = append(opts.Subscriptions, store.SubscriptionClaim{ID: id, Limit: limit})
+	}
+	return claim(t, s, opts)
+}
+
+// claimAt claims, at now and leased for an hour, up to 100 due deliveries of every stored
+// subscription (fifo ones as fifo), as an engine that knows them all does.
+func claimAt(t *testing.T, s store.Store, now time.Time) round {
+	t.Helper()
+	subs, err := s.ListSubscriptions(context.Background(), store.ListOptions{Limit: 1000})
+	if err != nil {
+		t.Fatalf("ListSubscriptions: %v", err)
+	}
+	opts := store.ClaimOptions{Now: now, LeaseUntil: now.Add(time.Hour)}
+	for _, sub := range subs {
+		opts.Subscriptions = append(opts.Subscriptions,
+			store.SubscriptionClaim{ID: sub.ID, Limit: 100, FIFO: sub.Policy.Ordering == store.FIFO})
+	}
+	return claim(t, s, opts)
 }
 
 // wantList fails unless got is want, in order.
@@ -117,11 +169,22 @@ func wantSet(t *testing.T, what string, got []string, want ...string) {
 	wantList(t, what, slices.Sorted(slices.Values(got)), slices.Sorted(slices.Values(want))...)
 }
 
+// complete completes outcomes at now; every one must apply.
 func complete(t *testing.T, s store.Store, now time.Time, outcomes ...*store.Outcome) {
 	t.Helper()
-	if err := s.CompleteDeliveries(context.Background(), outcomes, policy, now); err != nil {
+	if stale := completeStale(t, s, now, outcomes...); len(stale) != 0 {
+		t.Fatalf("CompleteDeliveries refused %q as stale", stale)
+	}
+}
+
+// completeStale completes outcomes at now and returns the ids refused as stale.
+func completeStale(t *testing.T, s store.Store, now time.Time, outcomes ...*store.Outcome) []string {
+	t.Helper()
+	stale, err := s.CompleteDeliveries(context.Background(), outcomes, policy, now)
+	if err != nil {
 		t.Fatalf("CompleteDeliveries: %v", err)
 	}
+	return stale
 }
 
 // attempts returns one attempt per status code, a second apart from start; 0 is a connection
@@ -138,14 +201,16 @@ func attempts(start time.Time, codes ...int) []store.Attempt {
 	return as
 }
 
-func success(id, subID string, when time.Time) *store.Outcome {
-	return &store.Outcome{DeliveryID: id, SubscriptionID: subID, Attempts: attempts(when, 200), Succeeded: true}
+// success is a round of c that succeeded at once.
+func success(c *store.Claim, when time.Time) *store.Outcome {
+	return &store.Outcome{DeliveryID: c.Delivery.ID, SubscriptionID: c.Delivery.SubscriptionID, Token: c.Token,
+		Attempts: attempts(when, 200), Succeeded: true}
 }
 
-// failure fails every attempt; next schedules a retry, nil gives up.
-func failure(id, subID string, when time.Time, next *time.Time, codes ...int) *store.Outcome {
-	return &store.Outcome{DeliveryID: id, SubscriptionID: subID, Attempts: attempts(when, codes...),
-		NextAttemptAt: next, Reason: fmt.Sprintf("HTTP %d from target", codes[len(codes)-1])}
+// failure is a round of c whose every attempt failed; next schedules a retry, nil gives up.
+func failure(c *store.Claim, when time.Time, next *time.Time, codes ...int) *store.Outcome {
+	return &store.Outcome{DeliveryID: c.Delivery.ID, SubscriptionID: c.Delivery.SubscriptionID, Token: c.Token,
+		Attempts: attempts(when, codes...), NextAttemptAt: next, Reason: fmt.Sprintf("HTTP %d from target", codes[len(codes)-1])}
 }
 
 func rel(tm *time.Time) string {
@@ -189,19 +254,92 @@ func wantHealth(t *testing.T, s store.Store, id, want string) {
 	}
 }
 
-func wantNextDue(t *testing.T, s store.Store, want *time.Time) {
+// dueTimes describes a map of subscriptions to times, sorted: "a:+1m0s b:+5m0s".
+func dueTimes(m map[string]time.Time) string {
+	var parts []string
+	for _, id := range slices.Sorted(maps.Keys(m)) {
+		tm := m[id]
+		parts = append(parts, id+":"+rel(&tm))
+	}
+	return strings.Join(parts, " ")
+}
+
+// wantDue fails unless DueSubscriptions at now is want (as dueTimes writes it).
+func wantDue(t *testing.T, s store.Store, now time.Time, want string) {
 	t.Helper()
-	next, ok, err := s.NextDue(context.Background())
+	due, err := s.DueSubscriptions(context.Background(), now)
 	if err != nil {
-		t.Fatalf("NextDue: %v", err)
+		t.Fatalf("DueSubscriptions: %v", err)
 	}
-	got := (*time.Time)(nil)
-	if ok {
-		got = &next
+	if got := dueTimes(due); got != want {
+		t.Fatalf("DueSubscriptions(%s): got %q, want %q", rel(&now), got, want)
 	}
-	if rel(got) != rel(want) {
-		t.Fatalf("NextDue: got %s, want %s", rel(got), rel(want))
+}
+
+// wantNextDue fails unless the round's NextDue is want (as dueTimes writes it).
+func wantNextDue(t *testing.T, r round, want string) {
+	t.Helper()
+	if got := dueTimes(r.nextDue); got != want {
+		t.Fatalf("NextDue of a round that claimed %q: got %q, want %q", r.names, got, want)
 	}
+}
+
+// wantLogAgrees fails unless the delivery's attempts count is the length of its attempt log.
+func wantLogAgrees(t *testing.T, s store.Store, id string) {
+	t.Helper()
+	d, log := mustDelivery(t, s, id)
+	if d.Attempts != len(log) {
+		t.Fatalf("delivery %s (%s): attempts=%d, but %d in the attempt log", id, name(d), d.Attempts, len(log))
+	}
+}
+
+// wantStats fails unless Stats at now describes what the test checks: the queue and the
+// subscriptions' states.
+func wantStats(t *testing.T, s store.Store, now time.Time, want string) {
+	t.Helper()
+	st, err := s.Stats(context.Background(), now)
+	if err != nil {
+		t.Fatalf("Stats: %v", err)
+	}
+	oldest := "-"
+	if !st.OldestDue.IsZero() {
+		oldest = rel(&st.OldestDue)
+	}
+	got := fmt.Sprintf("pending=%d oldest=%s active=%d error=%d inactive=%d", st.Pending, oldest, st.Active, st.InErrorState, st.Inactive)
+	if got != want {
+		t.Fatalf("Stats(%s)\n got: %s\nwant: %s", rel(&now), got, want)
+	}
+}
+
+// setActive deactivates the subscription at when, or reactivates it (with a clean slate).
+func setActive(t *testing.T, s store.Store, id string, active bool, when time.Time) {
+	t.Helper()
+	_, err := s.UpdateSubscription(context.Background(), id, func(sub *store.Subscription) error {
+		if active {
+			store.Reactivate(sub)
+		} else {
+			sub.Active, sub.DeactivatedAt = false, &when
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("UpdateSubscription(%s, active=%t): %v", id, active, err)
+	}
+}
+
+// wantResults fails unless IngestEvents' results are want, each written "id type deliveries
+// [duplicate] [targets, sorted]".
+func wantResults(t *testing.T, res []store.IngestResult, want ...string) {
+	t.Helper()
+	got := make([]string, len(res))
+	for i, r := range res {
+		dup := ""
+		if r.Duplicate {
+			dup = " duplicate"
+		}
+		got[i] = fmt.Sprintf("%s %s %d%s %v", r.ID, r.Type, r.Deliveries, dup, slices.Sorted(slices.Values(r.Targets)))
+	}
+	wantList(t, "IngestEvents results", got, want...)
 }
 
 func testIngestFanOut(t *testing.T, s store.Store) {
@@ -223,10 +361,7 @@ func testIngestFanOut(t *testing.T, s store.Store) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []store.IngestResult{{ID: "e1", Type: "x", Deliveries: 3}, {ID: "e2", Type: "y", Deliveries: 3}, {ID: "e3", Type: "z", Deliveries: 1}}
-	if !slices.Equal(res, want) {
-		t.Fatalf("results\n got: %+v\nwant: %+v", res, want)
-	}
+	wantResults(t, res, "e1 x 3 [all x-and-y x-only]", "e2 y 3 [all x-and-y y-only]", "e3 z 1 [all]")
 
 	var ids []string
 	for i, targets := range [][]string{{"x-only", "all", "x-and-y"}, {"all", "y-only", "x-and-y"}, {"all"}} {
@@ -270,14 +405,7 @@ func testIngestDuplicates(t *testing.T, s store.Store) {
 	again := event("e1", "y", at(time.Minute))
 	again.Payload = []byte(`{"id":"e1","changed":true}`)
 	res := mustIngest(t, s, again, event("e2", "y", at(time.Minute)), event("e2", "x", at(2*time.Minute)))
-	want := []store.IngestResult{
-		{ID: "e1", Type: "x", Deliveries: 1, Duplicate: true},
-		{ID: "e2", Type: "y", Deliveries: 2},
-		{ID: "e2", Type: "y", Deliveries: 2, Duplicate: true},
-	}
-	if !slices.Equal(res, want) {
-		t.Fatalf("results\n got: %+v\nwant: %+v", res, want)
-	}
+	wantResults(t, res, "e1 x 1 duplicate []", "e2 y 2 [b late]", "e2 y 2 duplicate []")
 
 	ev, ds, err := s.GetEvent(ctx, "e1")
 	if err != nil {
@@ -348,83 +476,81 @@ func testDeliveryLookupsMissing(t *testing.T, s store.Store) {
 }
 
 func testClaimDue(t *testing.T, s store.Store) {
-	ctx := context.Background()
-	want := subscriber(t, s, "a", "x")
+	subscriber(t, s, "a", "x")
+	subscriber(t, s, "b", "x")
 	ev := event("now", "x", at(0))
 	ev.TraceParent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 	// Ingested latest first: claims go by due time, not by insertion.
 	mustIngest(t, s, event("later", "x", at(2*time.Minute)), event("soon", "x", at(time.Minute)), ev)
 
-	opts := store.ClaimOptions{Now: at(90 * time.Second), LeaseUntil: at(time.Hour), Limit: 1}
-	cs, err := s.ClaimDeliveries(ctx, opts)
-	if err != nil {
-		t.Fatal(err)
+	r := claimOf(t, s, at(90*time.Second), at(time.Hour), 1, "a")
+	if len(r.names) != 1 {
+		t.Fatalf("claimed %q with Limit 1", r.names)
 	}
-	if len(cs) != 1 {
-		t.Fatalf("claimed %d with Limit 1", len(cs))
+	if r.names[0] != "now/a" {
+		t.Fatalf("claimed %s first, want the longest due, now/a", r.names[0])
 	}
-	c := cs[0]
-	if name(c.Delivery) != "now/a" {
-		t.Fatalf("claimed %s first, want the longest due, now/a", name(c.Delivery))
-	}
-	if c.Delivery.ID != deliveryOf(t, s, "now", "a") || c.Delivery.Status != store.Pending || c.Delivery.EventType != "x" {
+	c := r.claim("now/a")
+	if c.Delivery.ID != deliveryOf(t, s, "now", "a") || c.Delivery.Status != store.Pending || c.Delivery.EventType != "x" ||
+		c.Delivery.SubscriptionID != "a" {
 		t.Errorf("claimed delivery: %+v", c.Delivery)
 	}
 	if c.Event == nil || c.Event.ID != "now" || c.Event.Type != "x" || !bytes.Equal(c.Event.Payload, ev.Payload) ||
-		c.Event.TraceParent != ev.TraceParent {
+		c.Event.TraceParent != ev.TraceParent || !c.Event.ReceivedAt.Equal(at(0)) {
 		t.Errorf("claimed event: %+v", c.Event)
 	}
-	if c.Subscription == nil {
-		t.Fatal("claim without its subscription")
-	}
-	equal(t, c.Subscription, want)
 
-	opts.Limit = 10
-	wantList(t, "then, due by +1m30s", claimed(t, s, opts), "soon/a")
-	opts.Now = at(3 * time.Minute)
-	wantList(t, "at +3m, the others leased", claimed(t, s, opts), "later/a")
-	opts.Now = at(59 * time.Minute)
-	wantList(t, "at +59m, all leased", claimed(t, s, opts))
+	wantList(t, "then, due by +1m30s", claimOf(t, s, at(90*time.Second), at(time.Hour), 10, "a").names, "soon/a")
+	wantList(t, "at +3m, the others leased", claimOf(t, s, at(3*time.Minute), at(time.Hour), 10, "a").names, "later/a")
+	wantList(t, "at +59m, all leased", claimOf(t, s, at(59*time.Minute), at(time.Hour), 10, "a").names)
+	// A claim that takes all it may returns them longest due first too.
+	wantList(t, "b's three, Limit 3", claimOf(t, s, at(3*time.Minute), at(time.Hour), 3, "b").names, "now/b", "soon/b", "later/b")
 }
 
 func testClaimLease(t *testing.T, s store.Store) {
 	subscriber(t, s, "a", "x")
 	mustIngest(t, s, event("e1", "x", at(0)))
+	tokens := map[int64]bool{}
 	lease := func(now, until time.Duration) []string {
-		return claimed(t, s, store.ClaimOptions{Now: at(now), LeaseUntil: at(until), Limit: 10})
+		t.Helper()
+		r := claimOf(t, s, at(now), at(until), 10, "a")
+		for _, c := range r.claims {
+			if tokens[c.Token] {
+				t.Fatalf("a claim at %s reused token %d", rel(ptr(at(now))), c.Token)
+			}
+			tokens[c.Token] = true
+		}
+		return r.names
 	}
 	wantList(t, "first claim", lease(0, time.Minute), "e1/a")
 	wantList(t, "before the lease ends", lease(59*time.Second, 2*time.Minute))
-	wantList(t, "after the lease ended", lease(time.Minute+time.Millisecond, 3*time.Minute), "e1/a")
+	wantList(t, "when the lease ends", lease(time.Minute, 3*time.Minute), "e1/a")
 	wantList(t, "before the new lease ends", lease(2*time.Minute, 4*time.Minute))
 	// The delivery is still pending, unchanged by its leases.
 	wantState(t, s, deliveryOf(t, s, "e1", "a"), `pending attempts=0 step=0 next=+0s finished=- code=0 error=""`)
 }
 
-func testClaimSkipLimitInactive(t *testing.T, s store.Store) {
-	ctx := context.Background()
+// testClaimNamedLimitInactive claims only the subscriptions named, up to each one's limit, and
+// never an inactive subscription's deliveries.
+func testClaimNamedLimitInactive(t *testing.T, s store.Store) {
 	subscriber(t, s, "a", "x")
 	subscriber(t, s, "b", "x")
 	subscriber(t, s, "off", "x")
 	mustIngest(t, s, event("e1", "x", at(0)), event("e2", "x", at(time.Second)), event("e3", "x", at(2*time.Second)))
-	if _, err := s.UpdateSubscription(ctx, "off", func(sub *store.Subscription) error {
-		sub.Active, sub.DeactivatedAt = false, ptr(at(time.Minute))
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
-	now := at(time.Minute)
-	opts := store.ClaimOptions{Now: now, LeaseUntil: at(time.Hour), Limit: 10, Skip: []string{"a"}}
-	wantSet(t, "skipping a", claimed(t, s, opts), "e1/b", "e2/b", "e3/b")
-	opts.Skip, opts.Limit = nil, 2
-	wantList(t, "Limit 2", claimed(t, s, opts), "e1/a", "e2/a")
-	opts.Limit = 10
-	wantList(t, "the rest", claimed(t, s, opts), "e3/a")
+	setActive(t, s, "off", false, at(time.Minute))
+	now, until := at(time.Minute), at(time.Hour)
+	both := store.ClaimOptions{Now: now, LeaseUntil: until, Subscriptions: []store.SubscriptionClaim{{ID: "a", Limit: 0}, {ID: "b", Limit: 10}}}
+	wantList(t, "a with Limit 0, b with 10", claim(t, s, both).names, "e1/b", "e2/b", "e3/b")
+	wantList(t, "a, Limit 2", claimOf(t, s, now, until, 2, "a").names, "e1/a", "e2/a")
+	wantList(t, "a, the rest", claimOf(t, s, now, until, 10, "a").names, "e3/a")
+	wantList(t, "an unknown subscription", claimOf(t, s, now, until, 10, "nobody").names)
 	// The inactive subscription's deliveries stay pending, unclaimed.
+	wantList(t, "the inactive subscription", claimOf(t, s, now, until, 10, "off").names)
 	wantState(t, s, deliveryOf(t, s, "e1", "off"), `pending attempts=0 step=0 next=+0s finished=- code=0 error=""`)
 }
 
 // testClaimConcurrent claims from several goroutines at once: no delivery may be leased twice.
+// SQLite's single writer serializes the claims; this is for a shared backend.
 func testClaimConcurrent(t *testing.T, s store.Store) {
 	ctx := context.Background()
 	subscriber(t, s, "a", "x")
@@ -434,7 +560,8 @@ func testClaimConcurrent(t *testing.T, s store.Store) {
 		events = append(events, event(fmt.Sprintf("e%02d", i), "x", at(time.Duration(i)*time.Second)))
 	}
 	mustIngest(t, s, events...)
-	opts := store.ClaimOptions{Now: at(time.Minute), LeaseUntil: at(time.Hour), Limit: 2}
+	opts := store.ClaimOptions{Now: at(time.Minute), LeaseUntil: at(time.Hour),
+		Subscriptions: []store.SubscriptionClaim{{ID: "a", Limit: 2}, {ID: "b", Limit: 2}}}
 	var (
 		mu   sync.Mutex
 		got  = map[string]int{}
@@ -446,16 +573,16 @@ func testClaimConcurrent(t *testing.T, s store.Store) {
 		go func() {
 			defer wg.Done()
 			for range 30 { // enough for one worker to claim all; a broken lease must not loop for ever
-				cs, err := s.ClaimDeliveries(ctx, opts)
+				res, err := s.ClaimDeliveries(ctx, opts)
 				if err != nil {
 					errs <- err
 					return
 				}
-				if len(cs) == 0 {
+				if len(res.Claims) == 0 {
 					return
 				}
 				mu.Lock()
-				for _, c := range cs {
+				for _, c := range res.Claims {
 					got[c.Delivery.ID]++
 				}
 				mu.Unlock()
@@ -480,11 +607,12 @@ func testClaimConcurrent(t *testing.T, s store.Store) {
 func testReleaseDeliveries(t *testing.T, s store.Store) {
 	subscriber(t, s, "a", "x")
 	mustIngest(t, s, event("e1", "x", at(0)), event("e2", "x", at(0)))
-	wantSet(t, "first claim", claimAt(t, s, at(time.Second)), "e1/a", "e2/a")
-	if err := s.ReleaseDeliveries(context.Background(), []string{deliveryOf(t, s, "e2", "a")}); err != nil {
+	r := claimAt(t, s, at(time.Second))
+	wantSet(t, "first claim", r.names, "e1/a", "e2/a")
+	if err := s.ReleaseDeliveries(context.Background(), []store.Lease{r.lease("e2/a")}); err != nil {
 		t.Fatal(err)
 	}
-	wantList(t, "after releasing e2/a", claimAt(t, s, at(2*time.Second)), "e2/a")
+	wantList(t, "after releasing e2/a", claimAt(t, s, at(2*time.Second)).names, "e2/a")
 	wantState(t, s, deliveryOf(t, s, "e2", "a"), `pending attempts=0 step=0 next=+0s finished=- code=0 error=""`)
 }
 
@@ -493,11 +621,11 @@ func testReleaseDeliveries(t *testing.T, s store.Store) {
 func testRecoverLeasesReleasesAll(t *testing.T, s store.Store) {
 	subscriber(t, s, "a", "x")
 	mustIngest(t, s, event("e1", "x", at(0)), event("e2", "x", at(0)))
-	wantSet(t, "first claim", claimAt(t, s, at(time.Second)), "e1/a", "e2/a")
+	wantSet(t, "first claim", claimAt(t, s, at(time.Second)).names, "e1/a", "e2/a")
 	if err := s.RecoverLeases(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	wantSet(t, "after RecoverLeases", claimAt(t, s, at(2*time.Second)), "e1/a", "e2/a")
+	wantSet(t, "after RecoverLeases", claimAt(t, s, at(2*time.Second)).names, "e1/a", "e2/a")
 }
 
 func testCompleteSuccess(t *testing.T, s store.Store) {
@@ -507,7 +635,8 @@ func testCompleteSuccess(t *testing.T, s store.Store) {
 	sub.InErrorState, sub.ErrorStateReason, sub.DetectedErrorStateAt, sub.ConsecutiveFailures = true, "HTTP 500 from target", ptr(base), 4
 	mustCreate(t, s, sub)
 	mustIngest(t, s, event("e1", "x", at(0)))
-	wantList(t, "claim", claimAt(t, s, at(time.Second)), "e1/a")
+	r := claimAt(t, s, at(time.Second))
+	wantList(t, "claim", r.names, "e1/a")
 
 	id := deliveryOf(t, s, "e1", "a")
 	sent := []store.Attempt{
@@ -517,7 +646,8 @@ func testCompleteSuccess(t *testing.T, s store.Store) {
 		{At: at(9 * time.Second), Duration: 120 * time.Millisecond, StatusCode: 204,
 			ResponseBody: []byte{0, 0xff, '\n'}, TraceID: "2af7651916cd43dd8448eb211c80319c"},
 	}
-	complete(t, s, at(10*time.Second), &store.Outcome{DeliveryID: id, SubscriptionID: "a", Attempts: sent, Succeeded: true})
+	complete(t, s, at(10*time.Second), &store.Outcome{DeliveryID: id, SubscriptionID: "a", Token: r.claim("e1/a").Token,
+		Attempts: sent, Succeeded: true})
 
 	wantState(t, s, id, `succeeded attempts=3 step=0 next=- finished=+10s code=204 error=""`)
 	_, got := mustDelivery(t, s, id)
@@ -532,31 +662,34 @@ func testCompleteSuccess(t *testing.T, s store.Store) {
 		}
 	}
 	wantHealth(t, s, "a", `active=true deactivated=- error=false reason="" detected=- failures=0`)
-	wantList(t, "claim after success", claimAt(t, s, at(time.Hour)))
-	wantNextDue(t, s, nil)
+	wantList(t, "claim after success", claimAt(t, s, at(time.Hour)).names)
+	wantDue(t, s, at(time.Hour), "")
 }
 
 func testCompleteRetryThenFail(t *testing.T, s store.Store) {
 	subscriber(t, s, "a", "x")
 	mustIngest(t, s, event("e1", "x", at(0)))
 	id := deliveryOf(t, s, "e1", "a")
-	wantList(t, "claim", claimAt(t, s, at(0)), "e1/a")
+	r := claimAt(t, s, at(0))
+	wantList(t, "claim", r.names, "e1/a")
 
-	complete(t, s, at(10*time.Second), failure(id, "a", at(time.Second), ptr(at(5*time.Minute)), 500))
+	complete(t, s, at(10*time.Second), failure(r.claim("e1/a"), at(time.Second), ptr(at(5*time.Minute)), 500))
 	wantState(t, s, id, `pending attempts=1 step=1 next=+5m0s finished=- code=500 error=""`)
-	wantNextDue(t, s, ptr(at(5*time.Minute)))
-	wantList(t, "before the retry is due", claimAt(t, s, at(5*time.Minute-time.Millisecond)))
+	wantDue(t, s, at(10*time.Second), "a:+5m0s")
+	wantList(t, "before the retry is due", claimAt(t, s, at(5*time.Minute-time.Millisecond)).names)
 	// Completing ended the lease, which ran to +1h.
-	wantList(t, "when the retry is due", claimAt(t, s, at(5*time.Minute)), "e1/a")
+	r = claimAt(t, s, at(5*time.Minute))
+	wantList(t, "when the retry is due", r.names, "e1/a")
 
-	complete(t, s, at(6*time.Minute), failure(id, "a", at(5*time.Minute), ptr(at(time.Hour)), 502, 503))
+	complete(t, s, at(6*time.Minute), failure(r.claim("e1/a"), at(5*time.Minute), ptr(at(time.Hour)), 502, 503))
 	wantState(t, s, id, `pending attempts=3 step=2 next=+1h0m0s finished=- code=503 error=""`)
-	wantList(t, "at the second retry", claimAt(t, s, at(time.Hour)), "e1/a")
+	r = claimAt(t, s, at(time.Hour))
+	wantList(t, "at the second retry", r.names, "e1/a")
 
-	complete(t, s, at(time.Hour+time.Minute), failure(id, "a", at(time.Hour), nil, 0))
+	complete(t, s, at(time.Hour+time.Minute), failure(r.claim("e1/a"), at(time.Hour), nil, 0))
 	wantState(t, s, id, `failed attempts=4 step=2 next=- finished=+1h1m0s code=0 error="connection refused"`)
-	wantNextDue(t, s, nil)
-	wantList(t, "after giving up", claimAt(t, s, at(48*time.Hour)))
+	wantDue(t, s, at(2*time.Hour), "")
+	wantList(t, "after giving up", claimAt(t, s, at(48*time.Hour)).names)
 	_, as := mustDelivery(t, s, id)
 	var codes []string
 	for _, a := range as {
@@ -568,23 +701,24 @@ func testCompleteRetryThenFail(t *testing.T, s store.Store) {
 func testCompleteErrorState(t *testing.T, s store.Store) {
 	subscriber(t, s, "a", "x")
 	mustIngest(t, s, event("e1", "x", at(0)), event("e2", "x", at(0)))
-	d1, d2 := deliveryOf(t, s, "e1", "a"), deliveryOf(t, s, "e2", "a")
-	wantSet(t, "claim", claimAt(t, s, at(0)), "e1/a", "e2/a")
+	r := claimAt(t, s, at(0))
+	wantSet(t, "claim", r.names, "e1/a", "e2/a")
 
 	retry := ptr(at(time.Minute))
-	complete(t, s, at(time.Minute), failure(d1, "a", at(time.Second), retry, 500, 500))
+	complete(t, s, at(time.Minute), failure(r.claim("e1/a"), at(time.Second), retry, 500, 500))
 	wantHealth(t, s, "a", `active=true deactivated=- error=false reason="" detected=- failures=2`)
-	complete(t, s, at(2*time.Minute), failure(d2, "a", at(time.Minute), retry, 502))
+	complete(t, s, at(2*time.Minute), failure(r.claim("e2/a"), at(time.Minute), retry, 502))
 	wantHealth(t, s, "a", `active=true deactivated=- error=true reason="HTTP 502 from target" detected=+2m0s failures=3`)
 
 	// Still failing, but not yet DisableAfter after the error state began.
-	wantSet(t, "claim", claimAt(t, s, at(time.Hour)), "e1/a", "e2/a")
-	complete(t, s, at(24*time.Hour), failure(d1, "a", at(time.Hour), retry, 504))
+	r = claimAt(t, s, at(time.Hour))
+	wantSet(t, "claim", r.names, "e1/a", "e2/a")
+	complete(t, s, at(24*time.Hour), failure(r.claim("e1/a"), at(time.Hour), retry, 504))
 	wantHealth(t, s, "a", `active=true deactivated=- error=true reason="HTTP 504 from target" detected=+2m0s failures=4`)
 	// DisableAfter elapsed: deactivated.
-	complete(t, s, at(24*time.Hour+2*time.Minute), failure(d2, "a", at(24*time.Hour), retry, 500))
+	complete(t, s, at(24*time.Hour+2*time.Minute), failure(r.claim("e2/a"), at(24*time.Hour), retry, 500))
 	wantHealth(t, s, "a", `active=false deactivated=+24h2m0s error=true reason="HTTP 500 from target" detected=+2m0s failures=5`)
-	wantList(t, "claim from a deactivated subscription", claimAt(t, s, at(48*time.Hour)))
+	wantList(t, "claim from a deactivated subscription", claimAt(t, s, at(48*time.Hour)).names)
 }
 
 // testCompleteErrorStateInOneCall completes three failures of one subscription in one call:
@@ -593,12 +727,12 @@ func testCompleteErrorStateInOneCall(t *testing.T, s store.Store) {
 	subscriber(t, s, "a", "x")
 	subscriber(t, s, "b", "x")
 	mustIngest(t, s, event("e1", "x", at(0)), event("e2", "x", at(0)), event("e3", "x", at(0)))
-	claimAt(t, s, at(0))
+	r := claimAt(t, s, at(0))
 	var outcomes []*store.Outcome
 	for _, e := range []string{"e1", "e2", "e3"} {
-		outcomes = append(outcomes, failure(deliveryOf(t, s, e, "a"), "a", at(time.Second), ptr(at(time.Hour)), 500))
+		outcomes = append(outcomes, failure(r.claim(e+"/a"), at(time.Second), ptr(at(time.Hour)), 500))
 	}
-	outcomes = append(outcomes, success(deliveryOf(t, s, "e1", "b"), "b", at(time.Second)))
+	outcomes = append(outcomes, success(r.claim("e1/b"), at(time.Second)))
 	complete(t, s, at(time.Minute), outcomes...)
 	wantHealth(t, s, "a", `active=true deactivated=- error=true reason="HTTP 500 from target" detected=+1m0s failures=3`)
 	wantHealth(t, s, "b", `active=true deactivated=- error=false reason="" detected=- failures=0`)
@@ -608,8 +742,8 @@ func testCompleteGone(t *testing.T, s store.Store) {
 	subscriber(t, s, "a", "x")
 	mustIngest(t, s, event("e1", "x", at(0)))
 	id := deliveryOf(t, s, "e1", "a")
-	claimAt(t, s, at(0))
-	o := failure(id, "a", at(time.Second), nil, 410)
+	r := claimAt(t, s, at(0))
+	o := failure(r.claim("e1/a"), at(time.Second), nil, 410)
 	o.Gone = true
 	complete(t, s, at(time.Minute), o)
 	wantState(t, s, id, `failed attempts=1 step=0 next=- finished=+1m0s code=410 error=""`)
@@ -627,47 +761,69 @@ func testCompleteDeletedSubscription(t *testing.T, s store.Store) {
 	subscriber(t, s, "a", "x")
 	subscriber(t, s, "b", "x")
 	mustIngest(t, s, event("e1", "x", at(0)))
-	claimAt(t, s, at(0))
-	if err := s.DeleteSubscription(ctx, "a"); err != nil {
+	r := claimAt(t, s, at(0))
+	if err := s.DeleteSubscription(ctx, "a", at(30*time.Second)); err != nil {
 		t.Fatal(err)
 	}
 	// Attempts were in flight when the subscription went away.
-	o := failure(deliveryOf(t, s, "e1", "a"), "a", at(time.Second), nil, 500, 500, 500)
+	o := failure(r.claim("e1/a"), at(time.Second), nil, 500, 500, 500)
 	o.Gone = true
-	complete(t, s, at(time.Minute), o, success(deliveryOf(t, s, "e1", "b"), "b", at(time.Second)))
+	complete(t, s, at(time.Minute), o, success(r.claim("e1/b"), at(time.Second)))
 	if _, err := s.GetSubscription(ctx, "a"); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("the completion brought the subscription back: %v", err)
 	}
+	wantState(t, s, deliveryOf(t, s, "e1", "a"), `failed attempts=3 step=0 next=- finished=+1m0s code=500 error="subscription deleted"`)
+	wantLogAgrees(t, s, deliveryOf(t, s, "e1", "a"))
 	wantState(t, s, deliveryOf(t, s, "e1", "b"), `succeeded attempts=1 step=0 next=- finished=+1m0s code=200 error=""`)
 }
 
 // testCompleteRetryAfterDelete completes, with a retry, a delivery whose subscription was
 // deleted while it was in flight: a delivery whose subscription went away is failed, and must
-// not be left pending (NextDue would report it due for ever, and no claim would take it).
+// not be left pending (DueSubscriptions would report it due for ever, and no claim would take it).
 func testCompleteRetryAfterDelete(t *testing.T, s store.Store) {
 	subscriber(t, s, "a", "x")
 	mustIngest(t, s, event("e1", "x", at(0)))
 	id := deliveryOf(t, s, "e1", "a")
-	claimAt(t, s, at(0))
-	if err := s.DeleteSubscription(context.Background(), "a"); err != nil {
+	r := claimAt(t, s, at(0))
+	if err := s.DeleteSubscription(context.Background(), "a", at(30*time.Second)); err != nil {
 		t.Fatal(err)
 	}
-	complete(t, s, at(time.Minute), failure(id, "a", at(time.Second), ptr(at(5*time.Minute)), 503))
-	d, _ := mustDelivery(t, s, id)
-	if d.Status != store.Failed {
-		t.Errorf("delivery of a deleted subscription: %s, want failed", state(d))
-	}
-	wantNextDue(t, s, nil)
+	complete(t, s, at(time.Minute), failure(r.claim("e1/a"), at(time.Second), ptr(at(5*time.Minute)), 503))
+	wantState(t, s, id, `failed attempts=1 step=0 next=- finished=+1m0s code=503 error="subscription deleted"`)
+	wantDue(t, s, at(time.Hour), "")
 }
 
-func testNextDue(t *testing.T, s store.Store) {
-	wantNextDue(t, s, nil)
+// testCompleteSubscriptionDeletedOutcome completes a round that did not run because the engine
+// found the subscription gone: the delivery fails, with no attempt.
+func testCompleteSubscriptionDeletedOutcome(t *testing.T, s store.Store) {
 	subscriber(t, s, "a", "x")
-	mustIngest(t, s, event("late", "x", at(5*time.Minute)), event("early", "x", at(time.Minute)))
-	wantNextDue(t, s, ptr(at(time.Minute)))
-	claimAt(t, s, at(time.Minute))
-	complete(t, s, at(2*time.Minute), success(deliveryOf(t, s, "early", "a"), "a", at(time.Minute)))
-	wantNextDue(t, s, ptr(at(5*time.Minute)))
+	mustIngest(t, s, event("e1", "x", at(0)))
+	id := deliveryOf(t, s, "e1", "a")
+	r := claimAt(t, s, at(0))
+	if err := s.DeleteSubscription(context.Background(), "a", at(30*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	c := r.claim("e1/a")
+	complete(t, s, at(time.Minute), &store.Outcome{DeliveryID: id, SubscriptionID: "a", Token: c.Token, SubscriptionDeleted: true})
+	wantState(t, s, id, `failed attempts=0 step=0 next=- finished=+1m0s code=0 error="subscription deleted"`)
+	wantDue(t, s, at(time.Hour), "")
+}
+
+// testDueSubscriptions reports, per subscription, when its earliest delivery that is not in
+// flight at now is due.
+func testDueSubscriptions(t *testing.T, s store.Store) {
+	wantDue(t, s, at(0), "")
+	subscriber(t, s, "a", "x")
+	subscriber(t, s, "b", "y")
+	mustIngest(t, s, event("late", "x", at(5*time.Minute)), event("early", "x", at(time.Minute)), event("y1", "y", at(3*time.Minute)))
+	wantDue(t, s, at(0), "a:+1m0s b:+3m0s")
+	r := claimAt(t, s, at(time.Minute))
+	wantList(t, "claim at +1m", r.names, "early/a")
+	// early/a is in flight until +1h1m.
+	wantDue(t, s, at(time.Minute), "a:+5m0s b:+3m0s")
+	wantDue(t, s, at(time.Hour+time.Minute), "a:+1m0s b:+3m0s")
+	complete(t, s, at(2*time.Minute), success(r.claim("early/a"), at(time.Minute)))
+	wantDue(t, s, at(2*time.Minute), "a:+5m0s b:+3m0s")
 }
 
 func testListDeliveries(t *testing.T, s store.Store) {
@@ -677,11 +833,11 @@ func testListDeliveries(t *testing.T, s store.Store) {
 	for i := 1; i <= 5; i++ {
 		mustIngest(t, s, event(fmt.Sprintf("e%d", i), "x", at(time.Duration(i)*time.Second)))
 	}
-	claimAt(t, s, at(time.Minute))
+	r := claimAt(t, s, at(time.Minute))
 	complete(t, s, at(2*time.Minute),
-		failure(deliveryOf(t, s, "e2", "a"), "a", at(time.Minute), nil, 500),
-		failure(deliveryOf(t, s, "e4", "a"), "a", at(time.Minute), nil, 500),
-		success(deliveryOf(t, s, "e5", "a"), "a", at(time.Minute)))
+		failure(r.claim("e2/a"), at(time.Minute), nil, 500),
+		failure(r.claim("e4/a"), at(time.Minute), nil, 500),
+		success(r.claim("e5/a"), at(time.Minute)))
 
 	list := func(status store.DeliveryStatus, opts store.ListOptions) []string {
 		t.Helper()
@@ -725,8 +881,8 @@ func testRetryDelivery(t *testing.T, s store.Store) {
 	subscriber(t, s, "a", "x")
 	mustIngest(t, s, event("e1", "x", at(0)), event("e2", "x", at(0)))
 	failed, done := deliveryOf(t, s, "e1", "a"), deliveryOf(t, s, "e2", "a")
-	claimAt(t, s, at(0))
-	complete(t, s, at(time.Minute), failure(failed, "a", at(time.Second), nil, 500), success(done, "a", at(time.Second)))
+	r := claimAt(t, s, at(0))
+	complete(t, s, at(time.Minute), failure(r.claim("e1/a"), at(time.Second), nil, 500), success(r.claim("e2/a"), at(time.Second)))
 
 	d, err := s.RetryDelivery(ctx, failed, at(time.Hour))
 	if err != nil {
@@ -735,9 +891,9 @@ func testRetryDelivery(t *testing.T, s store.Store) {
 	if d.ID != failed || d.Status != store.Pending || rel(d.NextAttemptAt) != "+1h0m0s" || d.FinishedAt != nil {
 		t.Fatalf("RetryDelivery returned %s", state(d))
 	}
-	wantNextDue(t, s, ptr(at(time.Hour)))
-	wantList(t, "before now", claimAt(t, s, at(time.Hour-time.Millisecond)))
-	wantList(t, "at now", claimAt(t, s, at(time.Hour)), "e1/a")
+	wantDue(t, s, at(time.Hour), "a:+1h0m0s")
+	wantList(t, "before now", claimAt(t, s, at(time.Hour-time.Millisecond)).names)
+	wantList(t, "at now", claimAt(t, s, at(time.Hour)).names, "e1/a")
 
 	// Whatever its status: a succeeded delivery can be sent again too.
 	if _, err := s.RetryDelivery(ctx, done, at(90*time.Minute)); err != nil {
@@ -747,7 +903,7 @@ func testRetryDelivery(t *testing.T, s store.Store) {
 	if d.Status != store.Pending || rel(d.NextAttemptAt) != "+1h30m0s" || d.FinishedAt != nil {
 		t.Fatalf("retried success: %s", state(d))
 	}
-	wantList(t, "the retried success", claimAt(t, s, at(90*time.Minute)), "e2/a")
+	wantList(t, "the retried success", claimAt(t, s, at(90*time.Minute)).names, "e2/a")
 }
 
 func testPrune(t *testing.T, s store.Store) {
@@ -761,18 +917,18 @@ func testPrune(t *testing.T, s store.Store) {
 		event("unheard", "nobody", at(0)),
 		event("fresh", "nobody", at(2*time.Hour)))
 	done := deliveryOf(t, s, "done", "a")
-	claimAt(t, s, at(0))
-	complete(t, s, at(time.Minute), success(done, "a", at(time.Second)))
-	complete(t, s, at(30*time.Minute), failure(deliveryOf(t, s, "gave-up", "a"), "a", at(time.Second), nil, 500))
-	complete(t, s, at(2*time.Hour), failure(deliveryOf(t, s, "late-fail", "a"), "a", at(time.Second), nil, 500))
-	complete(t, s, at(2*time.Hour), failure(deliveryOf(t, s, "waiting", "a"), "a", at(time.Second), ptr(at(3*time.Hour)), 500))
+	r := claimAt(t, s, at(0))
+	complete(t, s, at(time.Minute), success(r.claim("done/a"), at(time.Second)))
+	complete(t, s, at(30*time.Minute), failure(r.claim("gave-up/a"), at(time.Second), nil, 500))
+	complete(t, s, at(2*time.Hour), failure(r.claim("late-fail/a"), at(time.Second), nil, 500))
+	complete(t, s, at(2*time.Hour), failure(r.claim("waiting/a"), at(time.Second), ptr(at(3*time.Hour)), 500))
 
-	n, err := s.Prune(ctx, at(time.Hour))
+	n, more, err := s.Prune(ctx, at(time.Hour), 100)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n != 2 {
-		t.Errorf("Prune deleted %d deliveries, want 2", n)
+	if n != 2 || more {
+		t.Errorf("Prune deleted %d deliveries, more=%t; want 2, more=false", n, more)
 	}
 	if _, _, err := s.GetDelivery(ctx, done); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("pruned delivery: got %v, want ErrNotFound", err)
@@ -798,8 +954,8 @@ func testPrune(t *testing.T, s store.Store) {
 	if _, as := mustDelivery(t, s, done); len(as) != 0 {
 		t.Errorf("a pruned delivery's %d attempts were kept", len(as))
 	}
-	if n, err := s.Prune(ctx, at(time.Hour)); err != nil || n != 0 {
-		t.Errorf("second Prune: %d, %v; want 0", n, err)
+	if n, more, err := s.Prune(ctx, at(time.Hour), 100); err != nil || n != 0 || more {
+		t.Errorf("second Prune: %d, more=%t, %v; want 0, false", n, more, err)
 	}
 }
 
@@ -807,20 +963,18 @@ func testDeleteFailsPending(t *testing.T, s store.Store) {
 	subscriber(t, s, "a", "x")
 	subscriber(t, s, "b", "x")
 	mustIngest(t, s, event("e1", "x", at(0)), event("e2", "x", at(time.Second)))
-	claimAt(t, s, at(0))
-	complete(t, s, at(time.Minute), success(deliveryOf(t, s, "e1", "a"), "a", at(time.Second)))
+	r := claimAt(t, s, at(0))
+	complete(t, s, at(time.Minute), success(r.claim("e1/a"), at(time.Second)))
 	pending := deliveryOf(t, s, "e2", "a")
-	if err := s.DeleteSubscription(context.Background(), "a"); err != nil {
+	if err := s.DeleteSubscription(context.Background(), "a", at(2*time.Minute)); err != nil {
 		t.Fatal(err)
 	}
-	d, _ := mustDelivery(t, s, pending)
-	if d.Status != store.Failed || d.NextAttemptAt != nil || d.FinishedAt == nil {
-		t.Errorf("pending delivery of the deleted subscription: %s, want failed and finished", state(d))
-	}
+	wantState(t, s, pending, `failed attempts=0 step=0 next=- finished=+2m0s code=0 error="subscription deleted"`)
 	wantState(t, s, deliveryOf(t, s, "e1", "a"), `succeeded attempts=1 step=0 next=- finished=+1m0s code=200 error=""`)
 	wantState(t, s, deliveryOf(t, s, "e2", "b"), `pending attempts=0 step=0 next=+1s finished=- code=0 error=""`)
 	// e1/b is still leased.
-	wantList(t, "claim", claimAt(t, s, at(30*time.Minute)), "e2/b")
+	wantList(t, "claim", claimAt(t, s, at(30*time.Minute)).names, "e2/b")
+	wantDue(t, s, at(2*time.Hour), "b:+0s")
 }
 
 // testStats counts the queue and the subscriptions' states for monitoring.
@@ -858,10 +1012,6 @@ func testStats(t *testing.T, s store.Store) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.ClaimDeliveries(ctx, store.ClaimOptions{Now: at(2 * time.Minute), LeaseUntil: at(time.Hour), Limit: 10}); err != nil {
-		t.Fatal(err)
-	}
-	if st, _ = s.Stats(ctx, at(3*time.Minute)); st.Pending != 2 || !st.OldestDue.IsZero() || st.Inactive != 1 || st.InErrorState != 0 {
-		t.Fatalf("with b inactive and a's deliveries in flight: %+v", st)
-	}
+	wantList(t, "claim", claimAt(t, s, at(2*time.Minute)).names, "e1/a", "e2/a")
+	wantStats(t, s, at(3*time.Minute), "pending=2 oldest=- active=1 error=0 inactive=1")
 }

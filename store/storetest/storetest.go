@@ -17,12 +17,22 @@ import (
 // Opener returns a new, empty store for one test. The suite closes it.
 type Opener func(t *testing.T) store.Store
 
-// Run runs the whole suite against the stores open makes.
-func Run(t *testing.T, open Opener) {
-	tests := []struct {
-		name string
-		fn   func(t *testing.T, s store.Store)
-	}{
+// Capabilities say what kind of backend runs the suite, so that the cases a backend's design
+// rules out are skipped rather than registered for it to fail.
+type Capabilities struct {
+	// SingleOwner means one process owns the store (SQLite): RecoverLeases releases every
+	// lease. A store that several replicas share lets a lost replica's leases expire instead.
+	SingleOwner bool
+}
+
+type testCase struct {
+	name string
+	fn   func(t *testing.T, s store.Store)
+}
+
+// Run runs the whole suite against the stores open makes: every case that caps allow.
+func Run(t *testing.T, open Opener, caps Capabilities) {
+	tests := []testCase{
 		{"CreateGetRoundTrip", testCreateGet},
 		{"CreateDuplicateID", testCreateDuplicate},
 		{"GetMissing", testGetMissing},
@@ -33,16 +43,27 @@ func Run(t *testing.T, open Opener) {
 		{"Delete", testDelete},
 		{"SyncCreatesUpdatesDeletes", testSync},
 		{"SyncNeverTouchesAPISubscriptions", testSyncConflict},
+		{"PolicyRoundTrips", testPolicyRoundTrips},
+		{"VersionBumpsOnDeliveryChanges", testVersionBumps},
+		{"OutcomesKeepVersionAndUpdatedAt", testOutcomesKeepVersion},
+		{"GenerationGrows", testGenerationGrows},
 		{"IngestFansOut", testIngestFanOut},
 		{"IngestDuplicates", testIngestDuplicates},
 		{"GetEventKeepsPayloadAndTrace", testGetEvent},
 		{"DeliveryLookupsMissing", testDeliveryLookupsMissing},
 		{"ClaimDueLongestFirst", testClaimDue},
 		{"ClaimRespectsLease", testClaimLease},
-		{"ClaimSkipLimitInactive", testClaimSkipLimitInactive},
+		{"ClaimNamedSubscriptionsLimitInactive", testClaimNamedLimitInactive},
+		{"ClaimFairAcrossSubscriptions", testClaimFair},
+		{"ClaimResultNextDue", testClaimNextDue},
 		{"ClaimConcurrentNeverTwice", testClaimConcurrent},
+		{"ClaimFIFOHeadOnly", testFIFOHeadOnly},
+		{"ClaimFIFOFailingHeadBlocks", testFIFOFailingHeadBlocks},
+		{"ClaimFIFOBatchKeepsIngestOrder", testFIFOBatchOrder},
 		{"ReleaseDeliveries", testReleaseDeliveries},
-		{"RecoverLeasesReleasesAll", testRecoverLeasesReleasesAll},
+		{"ReleaseFenced", testReleaseFenced},
+		{"ExtendLeases", testExtendLeases},
+		{"ExtendAfterCompletionIsLost", testExtendAfterCompletion},
 		{"CompleteSuccess", testCompleteSuccess},
 		{"CompleteRetryThenFail", testCompleteRetryThenFail},
 		{"CompleteErrorStateAndDisable", testCompleteErrorState},
@@ -50,17 +71,29 @@ func Run(t *testing.T, open Opener) {
 		{"CompleteGoneDeactivates", testCompleteGone},
 		{"CompleteDeletedSubscription", testCompleteDeletedSubscription},
 		{"CompleteRetryAfterDeleteStaysFailed", testCompleteRetryAfterDelete},
-		{"NextDue", testNextDue},
+		{"CompleteSubscriptionDeletedOutcome", testCompleteSubscriptionDeletedOutcome},
+		{"CompleteStaleTokenRefused", testCompleteStale},
+		{"DueSubscriptions", testDueSubscriptions},
+		{"PausedNotClaimedOrCounted", testPaused},
+		{"PausedByGoneOutcome", testPausedByGone},
 		{"ListDeliveriesNewestFirst", testListDeliveries},
 		{"RetryDelivery", testRetryDelivery},
+		{"RetryLeasedDelivery", testRetryLeased},
+		{"RetryLeasedServedByNextRound", testRetryLeasedServedByNextRound},
+		{"RetryLeasedThenDeleted", testRetryLeasedThenDeleted},
 		{"Prune", testPrune},
+		{"PruneInBatches", testPruneInBatches},
 		{"DeleteFailsPendingDeliveries", testDeleteFailsPending},
+		{"DeleteLeavesLeasedToRound", testDeleteLeavesLeased},
 		{"Stats", testStats},
 		{"Ping", func(t *testing.T, s store.Store) {
 			if err := s.Ping(context.Background()); err != nil {
 				t.Fatal(err)
 			}
 		}},
+	}
+	if caps.SingleOwner {
+		tests = append(tests, testCase{"RecoverLeasesReleasesAll", testRecoverLeasesReleasesAll})
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -93,6 +126,13 @@ func sample(id string, created time.Time) *store.Subscription {
 	}
 }
 
+// stored is sample(id, created) as a new subscription is stored: at version 1.
+func stored(id string, created time.Time) *store.Subscription {
+	sub := sample(id, created)
+	sub.Version = 1
+	return sub
+}
+
 func mustCreate(t *testing.T, s store.Store, sub *store.Subscription) {
 	t.Helper()
 	if err := s.CreateSubscription(context.Background(), sub); err != nil {
@@ -122,6 +162,7 @@ func testCreateGet(t *testing.T, s store.Store) {
 	want.Active, want.DeactivatedAt = false, &deact
 	want.InErrorState, want.ErrorStateReason, want.DetectedErrorStateAt = true, "HTTP 500 from target", &detected
 	mustCreate(t, s, want)
+	want.Version = 1 // a new subscription's
 	got, err := s.GetSubscription(ctx, "a")
 	if err != nil {
 		t.Fatal(err)
@@ -130,6 +171,7 @@ func testCreateGet(t *testing.T, s store.Store) {
 
 	full := sample("b", base)
 	mustCreate(t, s, full)
+	full.Version = 1
 	got, err = s.GetSubscription(ctx, "b")
 	if err != nil {
 		t.Fatal(err)
@@ -189,15 +231,16 @@ func testUpdate(t *testing.T, s store.Store) {
 	got, err := s.UpdateSubscription(ctx, "a", func(sub *store.Subscription) error {
 		sub.URL = "https://example.org/new"
 		sub.Headers = nil
-		sub.ID, sub.Source, sub.CreatedAt = "hijack", store.SourceFile, later // ignored
+		sub.ID, sub.Source, sub.CreatedAt, sub.Version = "hijack", store.SourceFile, later, 99 // ignored
 		sub.UpdatedAt = later
 		return nil
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := sample("a", base)
-	want.URL, want.Headers, want.UpdatedAt = "https://example.org/new", nil, later
+	want := stored("a", base)
+	// The store sets the version: one more, as the URL changed.
+	want.URL, want.Headers, want.UpdatedAt, want.Version = "https://example.org/new", nil, later, 2
 	equal(t, got, want)
 	stored, err := s.GetSubscription(ctx, "a")
 	if err != nil {
@@ -221,7 +264,7 @@ func testUpdateAbort(t *testing.T, s store.Store) {
 		t.Fatalf("got %v, want the change's error", err)
 	}
 	got, _ := s.GetSubscription(ctx, "a")
-	equal(t, got, sample("a", base))
+	equal(t, got, stored("a", base))
 }
 
 // testUpdateAtomic runs concurrent read-modify-write updates; none may be lost.
@@ -258,19 +301,32 @@ func testUpdateAtomic(t *testing.T, s store.Store) {
 	if len(got.Headers) != n {
 		t.Fatalf("%d of %d concurrent updates kept", len(got.Headers), n)
 	}
+	// Each changed the headers, so each bumped the version once.
+	if got.Version != n+1 {
+		t.Fatalf("version %d after %d updates of the headers, want %d", got.Version, n, n+1)
+	}
 }
 
 func testDelete(t *testing.T, s store.Store) {
 	ctx := context.Background()
 	mustCreate(t, s, sample("a", base))
-	if err := s.DeleteSubscription(ctx, "a"); err != nil {
+	if err := s.DeleteSubscription(ctx, "a", base); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := s.GetSubscription(ctx, "a"); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("after delete: got %v, want ErrNotFound", err)
 	}
-	if err := s.DeleteSubscription(ctx, "a"); !errors.Is(err, store.ErrNotFound) {
+	if err := s.DeleteSubscription(ctx, "a", base); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("second delete: got %v, want ErrNotFound", err)
+	}
+	if _, err := s.SyncFileSubscriptions(ctx, []*store.Subscription{declared("file", "https://file.example")}, base); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DeleteSubscription(ctx, "file", base); !errors.Is(err, store.ErrOwnedByFile) {
+		t.Fatalf("deleting a declared subscription: got %v, want ErrOwnedByFile", err)
+	}
+	if _, err := s.GetSubscription(ctx, "file"); err != nil {
+		t.Fatalf("a refused delete removed the declared subscription: %v", err)
 	}
 }
 
@@ -294,7 +350,8 @@ func testSync(t *testing.T, s store.Store) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got.Source != store.SourceFile || got.Kind != store.KindWebhook || !got.Active || !got.CreatedAt.Equal(base) {
+	if got.Source != store.SourceFile || got.Kind != store.KindWebhook || !got.Active || !got.CreatedAt.Equal(base) ||
+		got.Version != 1 {
 		t.Fatalf("synced subscription: %+v", got)
 	}
 
@@ -316,8 +373,9 @@ func testSync(t *testing.T, s store.Store) {
 		t.Fatalf("second sync: %+v", res)
 	}
 	got, _ = s.GetSubscription(ctx, "billing")
+	// The state change through the API kept version 1; the new declaration is version 2.
 	if got.URL != "https://billing.example/v2" || got.Headers["X-Team"] != "billing" || !got.InErrorState ||
-		!got.UpdatedAt.Equal(later) || !got.CreatedAt.Equal(base) {
+		!got.UpdatedAt.Equal(later) || !got.CreatedAt.Equal(base) || got.Version != 2 {
 		t.Fatalf("after update sync: %+v", got)
 	}
 
@@ -350,8 +408,125 @@ func testSyncConflict(t *testing.T, s store.Store) {
 		t.Fatalf("got %v, want ErrOwnedByAPI", err)
 	}
 	got, _ := s.GetSubscription(ctx, "mine")
-	equal(t, got, sample("mine", base))
+	equal(t, got, stored("mine", base))
 	if _, err := s.GetSubscription(ctx, "other"); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("a failed sync left a change behind: %v", err)
+	}
+}
+
+// testPolicyRoundTrips stores a subscription's delivery policy through create, update and the
+// file sync, and reads it back from Get and List.
+func testPolicyRoundTrips(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	want := sample("a", base)
+	want.Policy = store.Policy{MaxInFlight: 4, RateLimit: 2.5, Ordering: store.FIFO}
+	mustCreate(t, s, want)
+	want.Version = 1
+	got, err := s.GetSubscription(ctx, "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	equal(t, got, want)
+	list, err := s.ListSubscriptions(ctx, store.ListOptions{})
+	if err != nil || len(list) != 1 {
+		t.Fatalf("ListSubscriptions: %d, %v", len(list), err)
+	}
+	equal(t, list[0], want)
+
+	// Changed, then back to the defaults.
+	for _, p := range []store.Policy{{MaxInFlight: 1, RateLimit: 0.25}, {}} {
+		got, err := s.UpdateSubscription(ctx, "a", func(sub *store.Subscription) error {
+			sub.Policy = p
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want.Policy = p
+		want.Version++
+		equal(t, got, want)
+		got, _ = s.GetSubscription(ctx, "a")
+		equal(t, got, want)
+	}
+
+	// A declared subscription's policy is part of its declaration.
+	decl := declared("file", "https://file.example")
+	decl.Policy = store.Policy{MaxInFlight: 1, Ordering: store.FIFO}
+	sync := func(d *store.Subscription, want store.SyncResult) {
+		t.Helper()
+		res, err := s.SyncFileSubscriptions(ctx, []*store.Subscription{d}, base)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res != want {
+			t.Fatalf("sync of policy %+v: %+v, want %+v", d.Policy, res, want)
+		}
+		got, err := s.GetSubscription(ctx, d.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.Policy != d.Policy {
+			t.Fatalf("synced policy: got %+v, want %+v", got.Policy, d.Policy)
+		}
+	}
+	sync(decl, store.SyncResult{Created: 1})
+	sync(decl, store.SyncResult{})
+	changed := declared("file", "https://file.example")
+	changed.Policy = store.Policy{RateLimit: 10}
+	sync(changed, store.SyncResult{Updated: 1})
+	if got, _ := s.GetSubscription(ctx, "file"); got.Version != 2 {
+		t.Fatalf("a changed policy in the file: version %d, want 2", got.Version)
+	}
+}
+
+// testVersionBumps changes one thing at a time through UpdateSubscription: what a delivery is
+// sent with bumps the version once; state does not.
+func testVersionBumps(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	sub := sample("a", base)
+	sub.Username, sub.Password = "jroll", "1234"
+	mustCreate(t, s, sub)
+	for _, tc := range []struct {
+		what   string
+		bumps  bool
+		change func(*store.Subscription)
+	}{
+		{"nothing", false, func(*store.Subscription) {}},
+		{"URL", true, func(sub *store.Subscription) { sub.URL = "https://example.org/v2" }},
+		{"Events", true, func(sub *store.Subscription) { sub.Events = append(sub.Events, "y") }},
+		{"Headers", true, func(sub *store.Subscription) { sub.Headers = map[string]string{"X-Team": "audit"} }},
+		{"Plugins", true, func(sub *store.Subscription) { sub.Plugins = append(sub.Plugins, store.Plugin{Name: "hmac"}) }},
+		{"Username", true, func(sub *store.Subscription) { sub.Username = "other" }},
+		{"Password", true, func(sub *store.Subscription) { sub.Password = "5678" }},
+		{"Policy.MaxInFlight", true, func(sub *store.Subscription) { sub.Policy.MaxInFlight = 2 }},
+		{"Policy.RateLimit", true, func(sub *store.Subscription) { sub.Policy.RateLimit = 5 }},
+		{"Policy.Ordering", true, func(sub *store.Subscription) { sub.Policy.Ordering = store.FIFO }},
+		{"UpdatedAt", false, func(sub *store.Subscription) { sub.UpdatedAt = base.Add(time.Hour) }},
+		{"RequestID", false, func(sub *store.Subscription) { sub.RequestID = "req-2" }},
+		{"error state", false, func(sub *store.Subscription) {
+			sub.InErrorState, sub.ErrorStateReason, sub.DetectedErrorStateAt, sub.ConsecutiveFailures = true, "HTTP 500 from target", ptr(base), 3
+		}},
+		{"deactivation", false, func(sub *store.Subscription) { sub.Active, sub.DeactivatedAt = false, ptr(base) }},
+		{"reactivation", false, store.Reactivate},
+	} {
+		before, err := s.GetSubscription(ctx, "a")
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := s.UpdateSubscription(ctx, "a", func(sub *store.Subscription) error {
+			tc.change(sub)
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := before.Version
+		if tc.bumps {
+			want++
+		}
+		stored, _ := s.GetSubscription(ctx, "a")
+		if got.Version != want || stored.Version != want {
+			t.Errorf("changing %s: version %d (stored %d), was %d; want %d", tc.what, got.Version, stored.Version, before.Version, want)
+		}
 	}
 }

@@ -1,0 +1,641 @@
+// Package delivery is the gateway's delivery engine. It claims due deliveries from the store,
+// subscription by subscription, makes each round of HTTP attempts through go-retryablehttp and
+// the subscription's plugins, and records every attempt and outcome.
+//
+// Each subscription has a lane of its own: its own slots (max_in_flight), its own rate limit
+// and order, and its own health. A subscription that fails drops to one attempt in flight (a
+// probe) until one succeeds, and waiting between quick retries holds no slot, so one slow or
+// failing target costs only itself: the others' claims, slots and connections are untouched.
+//
+// Claims are fenced: each carries a token, leases are renewed while rounds run, and an
+// outcome applies only while its token holds. Before every attempt the engine checks the
+// subscription as it is now: a deleted or deactivated one is not sent to, a changed one is
+// sent to as changed.
+package delivery
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"log/slog"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/go-retryablehttp"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
+
+	"github.com/webhookgw/gateway/config"
+	"github.com/webhookgw/gateway/internal/groupcommit"
+	"github.com/webhookgw/gateway/internal/traceparent"
+	"github.com/webhookgw/gateway/plugins"
+	"github.com/webhookgw/gateway/store"
+)
+
+// Options are what New needs. Store, Delivery and Plugins are required.
+type Options struct {
+	Store    store.Store
+	Delivery config.Delivery
+	Security config.Security
+	Plugins  *plugins.Registry
+	// Now defaults to time.Now; tests pin it.
+	Now func() time.Time
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
+	// TracerProvider makes the attempt spans; nil makes none (the producer's trace context is
+	// still passed on).
+	TracerProvider trace.TracerProvider
+	// UserAgent is sent with every attempt.
+	UserAgent string
+	// OnOutcome, if not nil, is called with every outcome once it is recorded.
+	OnOutcome func(*store.Outcome)
+
+	// PollInterval is the longest the engine goes without asking the store which
+	// subscriptions have due deliveries (default 5s). Commits, retries and reactivations wake
+	// it at once, and it keeps each subscription's next due time; tests that move Now shorten
+	// it.
+	PollInterval time.Duration
+	// QuickRetryWait is the first wait between quick retries, doubled for each (default 1s).
+	QuickRetryWait time.Duration
+	// Lease is how long a claim is leased for (default 2m); leases are renewed while their
+	// rounds run.
+	Lease time.Duration
+	// Drain bounds how long a shutdown waits for rounds in flight before cancelling them
+	// (default delivery.timeout + 5s).
+	Drain time.Duration
+}
+
+// Engine delivers the store's due deliveries. Run it once; Wake and Notify tell it about new
+// work.
+type Engine struct {
+	store     store.Store
+	cfg       config.Delivery
+	plugins   *plugins.Registry
+	client    *retryablehttp.Client
+	schedule  schedule
+	now       func() time.Time
+	log       *slog.Logger
+	userAgent string
+	onOutcome func(*store.Outcome)
+	policy    store.ErrorPolicy
+	poll      time.Duration
+	lease     time.Duration
+	drain     time.Duration
+	outcomes  *groupcommit.Batcher[*store.Outcome, bool]
+	chains    chains
+
+	kick    chan struct{}
+	running atomic.Bool
+	rounds  sync.WaitGroup
+
+	mu      sync.Mutex
+	lanes   map[string]*lane
+	held    map[string]*round // claimed rounds, by delivery id
+	active  int               // slots taken, across lanes
+	freed   chan struct{}     // closed (and replaced) whenever a slot frees
+	refresh bool              // ask the store about every subscription
+	workCtx context.Context
+}
+
+// New returns an Engine for opts.
+func New(opts Options) *Engine {
+	e := &Engine{
+		store:     opts.Store,
+		cfg:       opts.Delivery,
+		plugins:   opts.Plugins,
+		now:       opts.Now,
+		log:       cmp.Or(opts.Logger, slog.Default()),
+		userAgent: opts.UserAgent,
+		onOutcome: opts.OnOutcome,
+		policy:    store.ErrorPolicy{ErrorStateAfter: opts.Delivery.ErrorStateAfter, DisableAfter: opts.Delivery.DisableAfter},
+		poll:      cmp.Or(opts.PollInterval, 5*time.Second),
+		lease:     cmp.Or(opts.Lease, 2*time.Minute),
+		drain:     cmp.Or(opts.Drain, opts.Delivery.Timeout+5*time.Second),
+		kick:      make(chan struct{}, 1),
+		lanes:     make(map[string]*lane),
+		held:      make(map[string]*round),
+		freed:     make(chan struct{}),
+	}
+	if opts.Now == nil {
+		e.now = time.Now
+	}
+	e.cfg.MaxInFlight = cmp.Or(e.cfg.MaxInFlight, 512)
+	e.cfg.MaxInFlightPerSubscription = cmp.Or(e.cfg.MaxInFlightPerSubscription, 32)
+	e.schedule = schedule{waits: opts.Delivery.Schedule, jitter: opts.Delivery.Jitter, now: e.now}
+	tp := opts.TracerProvider
+	if tp == nil {
+		tp = noop.NewTracerProvider()
+	}
+	quickWait := cmp.Or(opts.QuickRetryWait, time.Second)
+	e.client = &retryablehttp.Client{
+		HTTPClient:   newHTTPClient(opts.Security, opts.Delivery.Timeout, tp),
+		Logger:       nil,
+		RetryWaitMin: quickWait,
+		RetryWaitMax: 8 * quickWait,
+		RetryMax:     opts.Delivery.QuickRetries,
+		CheckRetry:   e.checkRetry,
+		Backoff:      quickBackoff,
+		ErrorHandler: retryablehttp.PassthroughErrorHandler,
+		PrepareRetry: e.prepare, // re-signs: plugins run again with the new timestamp
+	}
+	e.outcomes = groupcommit.New(groupcommit.Options[*store.Outcome]{Max: 256},
+		func(ctx context.Context, os []*store.Outcome) ([]bool, error) {
+			stale, err := e.store.CompleteDeliveries(ctx, os, e.policy, e.now().UTC())
+			if err != nil {
+				return nil, err
+			}
+			res := make([]bool, len(os))
+			for i, o := range os {
+				res[i] = slices.Contains(stale, o.DeliveryID)
+			}
+			return res, nil
+		})
+	return e
+}
+
+// Wake makes the engine ask the store about every subscription's due deliveries now (after a
+// retry, a reactivation, a file sync).
+func (e *Engine) Wake() {
+	e.mu.Lock()
+	e.refresh = true
+	e.mu.Unlock()
+	e.kickLoop()
+}
+
+// Notify tells the engine that these subscriptions have new due deliveries (an ingest commit).
+func (e *Engine) Notify(subscriptions []string) {
+	if len(subscriptions) == 0 {
+		return
+	}
+	e.mu.Lock()
+	for _, id := range subscriptions {
+		e.laneLocked(id).dirty = true
+	}
+	e.mu.Unlock()
+	e.kickLoop()
+}
+
+// Stats are the engine's counts for monitoring.
+type Stats struct {
+	// InFlight counts HTTP attempts in flight (or about to start).
+	InFlight int
+	// Probing counts subscriptions held to one attempt at a time because they fail.
+	Probing int
+}
+
+// Stats returns the engine's counts now.
+func (e *Engine) Stats() Stats {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	st := Stats{InFlight: e.active}
+	for _, l := range e.lanes {
+		if l.failStreak >= tripAfter || l.sub != nil && l.sub.InErrorState {
+			st.Probing++
+		}
+	}
+	return st
+}
+
+// Ready reports whether Run is claiming deliveries.
+func (e *Engine) Ready() bool { return e.running.Load() }
+
+func (e *Engine) kickLoop() {
+	select {
+	case e.kick <- struct{}{}:
+	default:
+	}
+}
+
+// laneLocked returns the lane of a subscription, making it if need be; e.mu is held.
+func (e *Engine) laneLocked(id string) *lane {
+	l, ok := e.lanes[id]
+	if !ok {
+		l = &lane{id: id}
+		e.lanes[id] = l
+	}
+	return l
+}
+
+// Run delivers until ctx ends. Then it stops claiming, lets the rounds in flight finish for up
+// to the drain period, cancels the rest (a cancelled round with no attempt is released; one
+// with attempts is recorded and due again at once), records every outcome, and returns.
+func (e *Engine) Run(ctx context.Context) error {
+	workCtx, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelWork()
+	batchCtx, stopBatch := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopBatch()
+	batched := make(chan struct{})
+	go func() { e.outcomes.Run(batchCtx); close(batched) }()
+	renewCtx, stopRenew := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopRenew()
+	renewed := make(chan struct{})
+	go func() { e.renewLeases(renewCtx); close(renewed) }()
+
+	e.mu.Lock()
+	e.workCtx, e.refresh = workCtx, true
+	e.mu.Unlock()
+	e.running.Store(true)
+	e.loop(ctx)
+	e.running.Store(false)
+
+	done := make(chan struct{})
+	go func() { e.rounds.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(e.drain):
+		e.mu.Lock()
+		n := len(e.held)
+		e.mu.Unlock()
+		e.log.Warn("shutdown: cancelling delivery rounds still in flight", "rounds", n)
+		cancelWork()
+		<-done
+	}
+	stopRenew()
+	<-renewed
+	stopBatch() // every round has its outcome recorded by now
+	<-batched
+	return nil
+}
+
+// loop claims due deliveries for the lanes that have room until ctx ends, sleeping until new
+// work, a freed slot, a lane's next due time or the poll.
+func (e *Engine) loop(ctx context.Context) {
+	var polled time.Time
+	for ctx.Err() == nil {
+		e.mu.Lock()
+		refresh := e.refresh || time.Since(polled) >= e.poll
+		e.refresh = false
+		e.mu.Unlock()
+		if refresh {
+			e.refreshDue(ctx)
+			polled = time.Now()
+		}
+		if e.claim(ctx) {
+			continue // a lane may have more due
+		}
+		wait := e.poll - time.Since(polled)
+		e.mu.Lock()
+		now := e.now()
+		for _, l := range e.lanes {
+			if !l.nextDue.IsZero() {
+				wait = min(wait, l.nextDue.Sub(now))
+			}
+		}
+		e.mu.Unlock()
+		if wait <= 0 {
+			continue
+		}
+		timer := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+		case <-e.kick:
+		case <-timer.C:
+		}
+		timer.Stop()
+	}
+}
+
+// refreshDue asks the store which subscriptions have due deliveries, and when.
+func (e *Engine) refreshDue(ctx context.Context) {
+	due, err := e.store.DueSubscriptions(ctx, e.now().UTC())
+	if err != nil {
+		if ctx.Err() == nil {
+			e.log.Error("reading due deliveries", "err", err)
+		}
+		return
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	now := e.now()
+	for id, at := range due {
+		l := e.laneLocked(id)
+		switch {
+		case !at.After(now):
+			l.dirty = true
+		case l.nextDue.IsZero() || at.Before(l.nextDue):
+			l.nextDue = at
+		}
+	}
+}
+
+// claim leases due deliveries for every lane that may have some and has room, in one store
+// call, and starts their rounds. It reports whether a lane got all it asked for (it may have
+// more due).
+func (e *Engine) claim(ctx context.Context) bool {
+	now := e.now().UTC()
+	gen := e.store.SubscriptionGeneration()
+	var want, stale []*lane
+	e.mu.Lock()
+	for _, l := range e.lanes {
+		if !l.nextDue.IsZero() && !now.Before(l.nextDue) {
+			l.dirty, l.nextDue = true, time.Time{}
+		}
+		if l.dirty {
+			want = append(want, l)
+			if !l.loaded || l.gen != gen {
+				stale = append(stale, l)
+			}
+		}
+	}
+	e.mu.Unlock()
+	for _, l := range stale {
+		if _, err := e.currentSubscription(ctx, l); err != nil {
+			if ctx.Err() == nil {
+				e.log.Error("reading a subscription", "subscription_id", l.id, "err", err)
+			}
+			return false
+		}
+	}
+
+	var reqs []store.SubscriptionClaim
+	lanes := make(map[string]*lane) // the lanes asked for, whatever happens to e.lanes meanwhile
+	e.mu.Lock()
+	room := e.cfg.MaxInFlight - e.active
+	for _, l := range want {
+		if l.sub != nil && !l.sub.Active {
+			l.dirty = false // its deliveries are paused until it is reactivated
+			continue
+		}
+		n := min(l.slots(e.cfg.MaxInFlightPerSubscription)-l.active-l.resuming, room)
+		if n <= 0 && l.active == 0 && l.resuming == 0 {
+			n = 1 // every subscription may always have one attempt in flight
+		}
+		if n <= 0 {
+			continue // a freed slot kicks the loop
+		}
+		room -= n
+		// The slots are taken now, so that resuming rounds cannot take them meanwhile.
+		l.active += n
+		e.active += n
+		reqs = append(reqs, store.SubscriptionClaim{ID: l.id, Limit: n, FIFO: l.sub != nil && l.sub.Policy.Ordering == store.FIFO})
+		lanes[l.id] = l
+	}
+	e.mu.Unlock()
+	if len(reqs) == 0 {
+		return false
+	}
+
+	res, err := e.store.ClaimDeliveries(ctx, store.ClaimOptions{Now: now, LeaseUntil: now.Add(e.lease), Subscriptions: reqs})
+	if err != nil {
+		if ctx.Err() == nil {
+			e.log.Error("claiming deliveries", "err", err)
+		}
+		res = store.ClaimResult{}
+	}
+	got := make(map[string]int, len(reqs))
+	more := false
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, c := range res.Claims {
+		got[c.Delivery.SubscriptionID]++
+		if r, ok := e.held[c.Delivery.ID]; ok {
+			// Its lease ran out under a round of ours (the clock moved): the round goes on
+			// with the new token, and no second one starts.
+			r.token = c.Token
+			got[c.Delivery.SubscriptionID]--
+			continue
+		}
+		r := &round{e: e, lane: lanes[c.Delivery.SubscriptionID], claim: c, slot: true, token: c.Token}
+		e.held[c.Delivery.ID] = r
+		r.lane.rounds++
+		e.rounds.Add(1)
+		go e.runRound(r)
+	}
+	freed := false
+	for _, rq := range reqs {
+		l := lanes[rq.ID]
+		unused := rq.Limit - got[rq.ID]
+		l.active -= unused
+		e.active -= unused
+		freed = freed || unused > 0
+		switch {
+		case err != nil:
+		case unused > 0:
+			l.dirty = false
+			if at, ok := res.NextDue[rq.ID]; ok {
+				l.nextDue = at
+			}
+		default:
+			more = true
+		}
+	}
+	if freed {
+		e.signalFreedLocked() // a quick retry may be waiting for the slots taken for nothing
+	}
+	return more
+}
+
+// runRound runs one claimed round and records its outcome.
+func (e *Engine) runRound(r *round) {
+	defer e.rounds.Done()
+	defer e.finish(r)
+	e.mu.Lock()
+	ctx := e.workCtx
+	e.mu.Unlock()
+	c := r.claim
+	o, ok := r.run(ctx)
+	e.mu.Lock()
+	token := r.token
+	e.mu.Unlock()
+	log := e.log.With("delivery_id", c.Delivery.ID, "event_id", c.Event.ID, "subscription_id", c.Delivery.SubscriptionID)
+	if sc := trace.SpanContextFromContext(traceparent.With(ctx, c.Event.TraceParent)); sc.HasTraceID() {
+		log = log.With("trace_id", sc.TraceID().String())
+	}
+	if !ok {
+		if err := e.store.ReleaseDeliveries(context.WithoutCancel(ctx), []store.Lease{{DeliveryID: c.Delivery.ID, Token: token}}); err != nil {
+			log.Error("releasing a delivery that was not attempted", "err", err)
+		}
+		return
+	}
+	o.Token = token
+	stale, err := e.outcomes.Do(context.WithoutCancel(ctx), o)
+	switch {
+	case err != nil:
+		// The lease runs out and the delivery is claimed again: at least once, not lost.
+		log.Error("recording a delivery outcome", "err", err)
+		return
+	case stale:
+		log.Warn("delivery outcome not applied: the claim was taken over meanwhile; its attempts are recorded",
+			"attempts", len(o.Attempts))
+		return
+	}
+	if e.onOutcome != nil {
+		e.onOutcome(o)
+	}
+	if len(o.Attempts) == 0 {
+		log.Info("delivery failed: its subscription was deleted")
+		return
+	}
+	last := o.Attempts[len(o.Attempts)-1]
+	switch {
+	case o.Succeeded:
+		log.Debug("delivered", "attempts", len(o.Attempts), "status", last.StatusCode)
+	case o.NextAttemptAt != nil:
+		log.Info("delivery failed; retrying later", "attempts", len(o.Attempts), "reason", o.Reason, "next_attempt_at", o.NextAttemptAt)
+	default:
+		log.Warn("delivery failed for good", "attempts", len(o.Attempts), "reason", o.Reason)
+	}
+}
+
+// finish forgets a round whose outcome is recorded (or whose claim is released), and has its
+// lane look for more.
+func (e *Engine) finish(r *round) {
+	e.mu.Lock()
+	e.dropSlotLocked(r)
+	if e.held[r.claim.Delivery.ID] == r {
+		delete(e.held, r.claim.Delivery.ID)
+	}
+	l := r.lane
+	l.rounds--
+	l.dirty = true
+	if l.loaded && l.sub == nil && l.rounds == 0 {
+		delete(e.lanes, l.id) // deleted: nothing of it is kept
+		e.chains.forget(l.id)
+	}
+	e.signalFreedLocked()
+	e.mu.Unlock()
+	e.kickLoop()
+}
+
+// dropSlotLocked gives up the round's slot, if it holds one; e.mu is held.
+func (e *Engine) dropSlotLocked(r *round) {
+	if r.slot {
+		r.slot = false
+		r.lane.active--
+		e.active--
+	}
+}
+
+// signalFreedLocked wakes rounds waiting for a slot; e.mu is held.
+func (e *Engine) signalFreedLocked() {
+	close(e.freed)
+	e.freed = make(chan struct{})
+}
+
+// releaseSlot gives up a round's slot: its attempt has ended. The wait before a quick retry
+// holds none, so the lane may claim other deliveries meanwhile.
+func (e *Engine) releaseSlot(r *round) {
+	e.mu.Lock()
+	e.dropSlotLocked(r)
+	e.signalFreedLocked()
+	e.mu.Unlock()
+	e.kickLoop()
+}
+
+// acquireSlot waits until the round's lane, and the engine, have a slot for its quick retry.
+// While it waits, the lane claims nothing new: a freed slot goes to the retry first. A lane
+// with nothing in flight may always make one attempt, whatever the engine's total.
+func (e *Engine) acquireSlot(ctx context.Context, r *round) error {
+	l := r.lane
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for waiting := false; ; {
+		if l.active < l.slots(e.cfg.MaxInFlightPerSubscription) && (e.active < e.cfg.MaxInFlight || l.active == 0) {
+			l.active++
+			e.active++
+			r.slot = true
+			if waiting {
+				l.resuming--
+			}
+			return nil
+		}
+		if !waiting {
+			waiting = true
+			l.resuming++
+		}
+		freed := e.freed
+		e.mu.Unlock()
+		select {
+		case <-freed:
+			e.mu.Lock()
+		case <-ctx.Done():
+			e.mu.Lock()
+			l.resuming--
+			return ctx.Err()
+		}
+	}
+}
+
+// noteAttempt keeps a lane's failure streak, which makes a failing subscription a probe.
+func (e *Engine) noteAttempt(l *lane, ok bool) {
+	e.mu.Lock()
+	tripped := l.failStreak >= tripAfter
+	if ok {
+		l.failStreak = 0
+	} else {
+		l.failStreak++
+	}
+	if ok && tripped {
+		l.dirty = true // it may take more at once again
+	}
+	e.mu.Unlock()
+	if ok && tripped {
+		e.kickLoop()
+	}
+}
+
+// currentSubscription returns a lane's subscription as it is now (nil once it is deleted),
+// reading it again when the store says subscriptions changed since it was read.
+func (e *Engine) currentSubscription(ctx context.Context, l *lane) (*store.Subscription, error) {
+	gen := e.store.SubscriptionGeneration()
+	e.mu.Lock()
+	if l.loaded && l.gen == gen {
+		sub := l.sub
+		e.mu.Unlock()
+		return sub, nil
+	}
+	e.mu.Unlock()
+	sub, err := e.store.GetSubscription(ctx, l.id)
+	if errors.Is(err, store.ErrNotFound) {
+		sub, err = nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	e.mu.Lock()
+	if !l.loaded || gen >= l.gen {
+		l.sub, l.gen, l.loaded = sub, gen, true
+	}
+	sub = l.sub
+	e.mu.Unlock()
+	if sub != nil {
+		l.setRate(sub.Policy.RateLimit)
+	}
+	return sub, nil
+}
+
+// renewLeases extends the leases of every claimed round a third of the way through them, so
+// that a long round (a slow target, an oauth2 token fetch, quick retries) is never claimed
+// again underneath itself.
+func (e *Engine) renewLeases(ctx context.Context) {
+	tick := time.NewTicker(min(time.Second, e.lease/4))
+	defer tick.Stop()
+	last := e.now()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		now := e.now()
+		if now.Sub(last) < e.lease/3 && !now.Before(last) {
+			continue
+		}
+		last = now
+		e.mu.Lock()
+		leases := make([]store.Lease, 0, len(e.held))
+		for id, r := range e.held {
+			leases = append(leases, store.Lease{DeliveryID: id, Token: r.token})
+		}
+		e.mu.Unlock()
+		lost, err := e.store.ExtendLeases(ctx, leases, now.UTC().Add(e.lease))
+		switch {
+		case err != nil && ctx.Err() == nil:
+			e.log.Error("renewing delivery leases", "err", err)
+		case len(lost) > 0:
+			e.log.Warn("delivery leases lost: their outcomes will not be applied", "deliveries", lost)
+		}
+	}
+}

@@ -1,0 +1,147 @@
+package delivery
+
+import (
+	"fmt"
+	"sync"
+	"time"
+
+	"golang.org/x/time/rate"
+
+	"github.com/webhookgw/gateway/plugins"
+	"github.com/webhookgw/gateway/plugins/basicauth"
+	"github.com/webhookgw/gateway/store"
+	"gopkg.in/yaml.v3"
+)
+
+// tripAfter is how many consecutive failed attempts make a subscription a probe: one attempt
+// in flight until one succeeds (a circuit breaker's half-open state).
+const tripAfter = 3
+
+// lane is one subscription's share of the engine: its slots, its claims and its health. The
+// engine's mutex guards every field but limiter, which is safe for concurrent use.
+type lane struct {
+	id string
+	// sub is the subscription as last read (nil once it is deleted); gen is the store's
+	// subscription generation it was read at, loaded whether it has been read at all.
+	sub    *store.Subscription
+	gen    uint64
+	loaded bool
+
+	// active counts slots taken: attempts in flight or about to start. resuming counts rounds
+	// waiting for a slot to make a quick retry; they go before new claims. rounds counts
+	// claimed rounds not yet recorded.
+	active, resuming, rounds int
+	// dirty says the store may hold due deliveries for the lane; nextDue, when not zero, is
+	// when its next one is due.
+	dirty   bool
+	nextDue time.Time
+	// failStreak counts consecutive failed attempts.
+	failStreak int
+
+	limiterMu sync.Mutex
+	limiter   *rate.Limiter
+	limit     float64
+}
+
+// slots returns how many attempts the lane may have in flight: the subscription's own
+// max_in_flight or def, one for a fifo subscription, and one (a probe) while it fails.
+func (l *lane) slots(def int) int {
+	if l.sub == nil {
+		return def // deleted: its leftover claims are failed without an attempt
+	}
+	if l.sub.Policy.Ordering == store.FIFO || l.failStreak >= tripAfter || l.sub.InErrorState {
+		return 1
+	}
+	if l.sub.Policy.MaxInFlight > 0 {
+		return l.sub.Policy.MaxInFlight
+	}
+	return def
+}
+
+// rateLimiter returns the token bucket of the subscription's rate_limit, or nil.
+func (l *lane) rateLimiter() *rate.Limiter {
+	l.limiterMu.Lock()
+	defer l.limiterMu.Unlock()
+	return l.limiter
+}
+
+// setRate makes the token bucket follow a rate limit of perSecond (0: none).
+func (l *lane) setRate(perSecond float64) {
+	l.limiterMu.Lock()
+	defer l.limiterMu.Unlock()
+	switch {
+	case perSecond == l.limit:
+	case perSecond <= 0:
+		l.limiter = nil
+	case l.limiter == nil:
+		l.limiter = rate.NewLimiter(rate.Limit(perSecond), 1)
+	default:
+		l.limiter.SetLimit(rate.Limit(perSecond))
+	}
+	l.limit = perSecond
+}
+
+// chains caches subscriptions' plugin instances for as long as a subscription keeps its
+// version: stateful plugins (oauth2's token) live that long, and no longer.
+type chains struct {
+	mu sync.Mutex
+	m  map[string]chain
+}
+
+type chain struct {
+	version int64
+	plugins []plugins.Plugin
+	err     error
+}
+
+// get returns sub's plugins, made from its stored configs once per version. A registration's
+// user name and password come first, as a basic-auth plugin.
+func (cs *chains) get(sub *store.Subscription, reg *plugins.Registry) ([]plugins.Plugin, error) {
+	cs.mu.Lock()
+	c, ok := cs.m[sub.ID]
+	cs.mu.Unlock()
+	if ok && c.version == sub.Version {
+		return c.plugins, c.err
+	}
+	c = chain{version: sub.Version}
+	if sub.Username != "" {
+		p, err := basicauth.New(basicauth.Config{Username: sub.Username, Password: sub.Password})
+		if err != nil {
+			c.err = err
+		} else {
+			c.plugins = append(c.plugins, p)
+		}
+	}
+	for _, spec := range sub.Plugins {
+		if c.err != nil {
+			break
+		}
+		var node yaml.Node // an empty config is the zero node, as when it was checked
+		var err error
+		if spec.Config != "" {
+			err = yaml.Unmarshal([]byte(spec.Config), &node)
+		}
+		if err == nil {
+			var p plugins.Plugin
+			p, err = reg.New(spec.Name, &node)
+			c.plugins = append(c.plugins, p)
+		}
+		if err != nil {
+			c.err = fmt.Errorf("%s: %w", spec.Name, err)
+		}
+	}
+	cs.mu.Lock()
+	if cs.m == nil {
+		cs.m = make(map[string]chain)
+	}
+	cs.m[sub.ID] = c
+	cs.mu.Unlock()
+	return c.plugins, c.err
+}
+
+// forget drops a deleted subscription's plugins, and the secrets they hold.
+func (cs *chains) forget(id string) {
+	cs.mu.Lock()
+	delete(cs.m, id)
+	cs.mu.Unlock()
+}

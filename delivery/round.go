@@ -1,0 +1,256 @@
+package delivery
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"time"
+
+	"github.com/hashicorp/go-retryablehttp"
+
+	"github.com/webhookgw/gateway/config"
+	"github.com/webhookgw/gateway/internal/traceparent"
+	"github.com/webhookgw/gateway/plugins"
+	"github.com/webhookgw/gateway/store"
+)
+
+// responseBodyLimit is how much of a response body an attempt keeps.
+const responseBodyLimit = 1024
+
+// Reasons a round stops before an attempt.
+var (
+	errSubscriptionDeleted  = errors.New("the subscription was deleted")
+	errSubscriptionInactive = errors.New("the subscription is inactive")
+)
+
+// pluginError is a plugin's failure to prepare an attempt; the attempt counts as failed.
+type pluginError struct{ err error }
+
+func (e *pluginError) Error() string { return e.err.Error() }
+func (e *pluginError) Unwrap() error { return e.err }
+
+// round is one claimed delivery's attempts: the first, and quick retries in process. It is
+// carried in the attempt request's context to the client's hooks (prepare, checkRetry,
+// quickBackoff, spanTransport).
+type round struct {
+	e     *Engine
+	lane  *lane
+	claim *store.Claim
+	// sub and chain are the subscription as of the attempt under way, and its plugins.
+	sub   *store.Subscription
+	chain []plugins.Plugin
+	// slot says whether the round holds one of its lane's slots (an attempt in flight, or
+	// about to start); retrying, whether the next prepare is a quick retry's. The engine's
+	// mutex guards slot (which only the round's goroutine changes after it starts) and token.
+	slot, retrying bool
+	// token is the claim's, or a newer one the engine took over for it.
+	token int64
+	// at is the attempt's start on the injected clock, monoStart on the monotonic one.
+	at, monoStart time.Time
+	attempts      []store.Attempt
+	// retryAfter is the last 429/503 answer's Retry-After.
+	retryAfter time.Duration
+	// traceID is the trace of the attempt under way, set by spanTransport.
+	traceID string
+}
+
+type roundKey struct{}
+
+// roundOf returns the round whose attempt request ctx belongs to, or nil.
+func roundOf(ctx context.Context) *round {
+	r, _ := ctx.Value(roundKey{}).(*round)
+	return r
+}
+
+// run makes the round's attempts and returns its outcome; ok is false when no outcome is to
+// be recorded (no attempt was made: the claim is released).
+func (r *round) run(ctx context.Context) (o *store.Outcome, ok bool) {
+	e, c := r.e, r.claim
+	o = &store.Outcome{DeliveryID: c.Delivery.ID, SubscriptionID: c.Delivery.SubscriptionID, Token: c.Token}
+	// The attempts' spans join the trace the event came with. Plugins that make requests of
+	// their own (oauth2) get the delivery client: same rules; their requests are not attempts.
+	ctx = traceparent.With(ctx, c.Event.TraceParent)
+	ctx = plugins.WithClient(context.WithValue(ctx, roundKey{}, r), e.client.HTTPClient)
+	req, err := retryablehttp.NewRequestWithContext(ctx, http.MethodPost, "http://placeholder.invalid/", c.Event.Payload)
+	if err != nil {
+		o.Attempts = []store.Attempt{{At: e.now().UTC(), Error: "request: " + err.Error()}}
+		o.Reason = o.Attempts[0].Error
+		return o, true
+	}
+	var resp *http.Response
+	if err = e.prepare(req.Request); err == nil {
+		resp, err = e.client.Do(req)
+		if resp != nil {
+			resp.Body.Close()
+		}
+	}
+	var pe *pluginError
+	switch {
+	case errors.Is(err, errSubscriptionDeleted):
+		o.SubscriptionDeleted = true
+	case errors.Is(err, errSubscriptionInactive) && len(r.attempts) == 0:
+		return nil, false // paused with its subscription
+	case errors.As(err, &pe):
+		// A plugin failed before an attempt went out (first, or a quick retry's): that is
+		// the attempt's failure, and its reason.
+		r.attempts = append(r.attempts, store.Attempt{At: e.now().UTC(), Error: pe.Error()})
+	case ctx.Err() != nil && len(r.attempts) == 0:
+		return nil, false // a shutdown: another run takes it from here
+	case len(r.attempts) == 0:
+		// Reading the subscription failed: nothing was sent; it is claimed again later.
+		e.log.Error("delivery not attempted", "delivery_id", c.Delivery.ID, "err", err)
+		return nil, false
+	}
+	o.Attempts = r.attempts
+	if len(o.Attempts) == 0 {
+		o.Reason = "subscription deleted"
+		return o, true
+	}
+	last := o.Attempts[len(o.Attempts)-1]
+	switch {
+	case succeeded(last):
+		o.Succeeded = true
+	case last.StatusCode == http.StatusGone:
+		o.Gone, o.Reason = true, "HTTP 410 from target: the subscription is deactivated"
+	case o.SubscriptionDeleted:
+		o.Reason = failureReason(last)
+	case ctx.Err() != nil:
+		// Cut short by a shutdown after an attempt: due again at once.
+		o.Reason = failureReason(last)
+		at := e.now().UTC()
+		o.NextAttemptAt = &at
+	default:
+		o.Reason = failureReason(last)
+		o.NextAttemptAt = e.schedule.next(c.Delivery.Step, r.retryAfter)
+	}
+	return o, true
+}
+
+// prepare readies the attempt request for its attempt, the first and each quick retry's: it
+// takes a slot again after a quick retry's wait, checks the subscription as it is now (a
+// deleted or deactivated one is not sent to; a changed one is sent to as changed), waits for
+// the subscription's rate limit, and sets the headers, then the plugins in order.
+func (e *Engine) prepare(req *http.Request) error {
+	ctx := req.Context()
+	r := roundOf(ctx)
+	if r.retrying && !r.slot {
+		if err := e.acquireSlot(ctx, r); err != nil {
+			return err
+		}
+	}
+	r.retrying = true
+	sub, err := e.currentSubscription(ctx, r.lane)
+	switch {
+	case err != nil:
+		return err
+	case sub == nil:
+		return errSubscriptionDeleted
+	case !sub.Active:
+		return errSubscriptionInactive
+	}
+	if r.sub == nil || sub.Version != r.sub.Version || r.chain == nil {
+		chain, err := e.chains.get(sub, e.plugins)
+		if err != nil {
+			return &pluginError{fmt.Errorf("plugin configuration: %w", err)}
+		}
+		u, err := url.Parse(sub.URL)
+		if err != nil {
+			return &pluginError{fmt.Errorf("target URL: %w", err)}
+		}
+		req.URL, req.Host = u, ""
+		r.sub, r.chain = sub, chain
+	}
+	if lim := r.lane.rateLimiter(); lim != nil {
+		if err := lim.Wait(ctx); err != nil {
+			return err
+		}
+	}
+	h := make(http.Header, 8+len(sub.Headers))
+	req.Header = h
+	h.Set("Content-Type", "application/json")
+	h.Set("User-Agent", e.userAgent)
+	h.Set("Webhook-Id", r.claim.Delivery.ID)
+	r.at, r.monoStart = e.now().UTC(), time.Now()
+	h.Set("Webhook-Timestamp", strconv.FormatInt(r.at.Unix(), 10))
+	for name, value := range sub.Headers {
+		h.Set(name, value)
+	}
+	// Plugins' own requests (oauth2's token request) are not the attempt.
+	pluginCtx := context.WithValue(ctx, roundKey{}, (*round)(nil))
+	for i, p := range r.chain {
+		if err := p.Apply(pluginCtx, req, r.claim.Event.Payload); err != nil {
+			return &pluginError{fmt.Errorf("plugin %d: %w", i, err)}
+		}
+	}
+	return nil
+}
+
+// checkRetry records the attempt that just ended, gives up its slot, and says whether to retry
+// it in process: network errors and non-2xx answers are retried, except 410 Gone, and a 429
+// or 503 whose Retry-After asks for longer than a quick retry waits (that becomes the durable
+// retry). It runs after every attempt; the client drains and closes the body afterwards.
+func (e *Engine) checkRetry(ctx context.Context, resp *http.Response, err error) (bool, error) {
+	r := roundOf(ctx)
+	if r == nil {
+		return false, err
+	}
+	a := store.Attempt{At: r.at, Duration: time.Since(r.monoStart), TraceID: r.traceID}
+	if err != nil {
+		a.Error = errorText(err)
+	} else {
+		a.StatusCode = resp.StatusCode
+		a.ResponseBody, _ = io.ReadAll(io.LimitReader(resp.Body, responseBodyLimit))
+		if len(a.ResponseBody) == 0 {
+			a.ResponseBody = nil
+		}
+		for _, p := range r.chain {
+			if o, ok := p.(plugins.ResponseObserver); ok {
+				o.Observe(resp.Request, resp)
+			}
+		}
+	}
+	r.attempts = append(r.attempts, a)
+	retry := e.shouldRetry(ctx, r, resp, err)
+	// Waiting for a quick retry holds no slot, except in a fifo subscription, where the next
+	// delivery must wait for this one.
+	if r.slot && !(retry && r.fifo()) {
+		e.releaseSlot(r)
+	}
+	e.noteAttempt(r.lane, succeeded(a))
+	if ctx.Err() != nil {
+		return false, ctx.Err()
+	}
+	return retry, nil
+}
+
+// shouldRetry decides whether an attempt that just ended is retried in process.
+func (e *Engine) shouldRetry(ctx context.Context, r *round, resp *http.Response, err error) bool {
+	if ctx.Err() != nil || len(r.attempts) > e.cfg.QuickRetries {
+		return false
+	}
+	var blocked *config.BlockedError
+	if errors.As(err, &blocked) {
+		return false // the address will not change in a second
+	}
+	if err != nil {
+		return true
+	}
+	code := resp.StatusCode
+	r.retryAfter = 0
+	if code == http.StatusTooManyRequests || code == http.StatusServiceUnavailable {
+		if wait, ok := retryAfter(resp.Header.Get("Retry-After"), e.now()); ok {
+			r.retryAfter = wait
+			if wait > e.client.RetryWaitMax {
+				return false
+			}
+		}
+	}
+	return !(code >= 200 && code <= 299) && code != http.StatusGone
+}
+
+// fifo reports whether the round's subscription delivers one at a time.
+func (r *round) fifo() bool { return r.sub != nil && r.sub.Policy.Ordering == store.FIFO }
