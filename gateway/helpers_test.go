@@ -269,3 +269,37 @@ type (
 	subscription = store.Subscription
 	plugin       = store.Plugin
 )
+
+// eventDeliveries returns an event's deliveries as GET /v1/events/{id} lists them.
+func (e *env) eventDeliveries(t *testing.T, eventID string) []map[string]any {
+	t.Helper()
+	r := e.do("GET", "/v1/events/"+eventID, nil)
+	expect(t, r, http.StatusOK)
+	var ev struct {
+		Deliveries []map[string]any `json:"deliveries"`
+	}
+	if err := json.Unmarshal(r.body, &ev); err != nil {
+		t.Fatalf("GET /v1/events/%s: %v\n%s", eventID, err, r.body)
+	}
+	return ev.Deliveries
+}
+
+// subscriptionDeliveries returns every delivery of a subscription, as
+// GET /v1/webhooks/{id}/deliveries lists them (one page of up to 1000).
+func (e *env) subscriptionDeliveries(t *testing.T, subscriptionID string) []map[string]any {
+	t.Helper()
+	r := e.do("GET", "/v1/webhooks/"+subscriptionID+"/deliveries?limit=1000", nil)
+	expect(t, r, http.StatusOK)
+	return r.list(t)
+}
+
+// attemptsMatchLog fails unless a delivery (GET /v1/deliveries/{id}) counts as many attempts
+// as its attempt log holds, and returns the log.
+func attemptsMatchLog(t *testing.T, d map[string]any) []any {
+	t.Helper()
+	log, _ := d["attemptLog"].([]any)
+	if n, _ := d["attempts"].(float64); int(n) != len(log) {
+		t.Fatalf("delivery %v counts %v attempts but its attempt log has %d", d["id"], d["attempts"], len(log))
+	}
+	return log
+}
