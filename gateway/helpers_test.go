@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -302,4 +303,64 @@ func attemptsMatchLog(t *testing.T, d map[string]any) []any {
 		t.Fatalf("delivery %v counts %v attempts but its attempt log has %d", d["id"], d["attempts"], len(log))
 	}
 	return log
+}
+
+// restarts numbers the gateways newEnvAt starts.
+var restarts atomic.Int64
+
+// newEnvAt is newEnvWith on the SQLite file at path, which may hold an earlier gateway's
+// data: a restart. The gateway's clock starts at start.
+func newEnvAt(t testing.TB, path string, edit func(*config.Config), editOpts func(*gatewayOptions)) *env {
+	t.Helper()
+	cfg := config.Default()
+	cfg.Admin.Tokens = []string{adminToken}
+	if edit != nil {
+		edit(cfg)
+	}
+	if err := cfg.Validate(builtin.Registry()); err != nil {
+		t.Fatalf("test config: %v", err)
+	}
+	st, err := sqlite.Open(context.Background(), path, sqlite.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	clk := &clock{t: start}
+	n := 0
+	var mu sync.Mutex
+	k := restarts.Add(1) // ids of its own, not those an earlier gateway stored
+	opts := gateway.Options{
+		Config:  cfg,
+		Store:   st,
+		Plugins: builtin.Registry(),
+		Logger:  slog.New(slog.DiscardHandler),
+		Now:     clk.Now,
+		NewID: func() string {
+			mu.Lock()
+			defer mu.Unlock()
+			n++
+			return fmt.Sprintf("00000000-0000-4000-9%03d-%012d", k%1000, n)
+		},
+	}
+	if editOpts != nil {
+		editOpts(&opts)
+	}
+	gw, err := gateway.New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	e := &env{t: t, gw: gw, store: st, base: "http://" + ln.Addr().String(), clock: clk, cfg: cfg,
+		stop: cancel, served: make(chan error, 1)}
+	go func() { e.served <- gw.Serve(ctx, ln) }()
+	t.Cleanup(func() {
+		if err := e.shutdown(); err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+		st.Close()
+	})
+	return e
 }
