@@ -119,10 +119,9 @@ func (r *round) run(ctx context.Context) (o *store.Outcome, ok bool) {
 	case o.SubscriptionDeleted:
 		o.Reason = failureReason(last)
 	case ctx.Err() != nil:
-		// Cut short by a shutdown after an attempt: due again at once.
-		o.Reason = failureReason(last)
-		at := e.now().UTC()
-		o.NextAttemptAt = &at
+		// Cut short by a shutdown: due again as it was; the next run judges the target.
+		o.Interrupted, o.Reason = true, failureReason(last)
+		o.NextAttemptAt = c.Delivery.NextAttemptAt
 	default:
 		o.Reason = failureReason(last)
 		o.NextAttemptAt = e.schedule.next(c.Delivery.Step, r.retryAfter)

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -190,7 +191,7 @@ func TestIngestBadInputStoresNothing(t *testing.T) {
 	// Under Fiber's own limit (64 KiB), so the handler reads the body and answers 413 itself.
 	e := engineEnv(t, func(c *config.Config) { c.Ingest.MaxBodyBytes = 16 << 10 })
 	rc := newReceiver(t, nil)
-	e.subscribe(t, rc.URL, "")
+	sub := e.subscribe(t, rc.URL, "")
 	many := "[" + strings.TrimSuffix(strings.Repeat(`{"type":"task.state.updated"},`, 1001), ",") + "]"
 	cases := []struct {
 		name, body string
@@ -225,9 +226,21 @@ func TestIngestBadInputStoresNothing(t *testing.T) {
 	for _, id := range []string{"a", "ok-1", "ok-2", "ok-3"} {
 		expectProblem(t, e.do("GET", "/v1/events/"+id, nil), 404)
 	}
-	time.Sleep(20 * time.Millisecond)
-	if rc.count() != 0 {
-		t.Fatalf("bad input was delivered %d times", rc.count())
+	// Most refused events have no id to look up: the subscription has no delivery at all.
+	if ds := e.subscriptionDeliveries(t, sub); len(ds) != 0 {
+		t.Fatalf("refused input made %d deliveries: %v", len(ds), ds)
+	}
+	// A good event is then the receiver's first and only one.
+	expect(t, e.post(t, `{"id": "good", "type": "task.state.updated"}`), 202)
+	eventually(t, "the good event succeeded", func() bool { return e.deliveryStatus(t, "good") == "succeeded" })
+	if n := rc.count(); n != 1 {
+		t.Fatalf("the receiver got %d requests, want only the good event", n)
+	}
+	if body := rc.request(0).body; !strings.Contains(string(body), `"good"`) {
+		t.Fatalf("the receiver got %s, want the good event", body)
+	}
+	if ds := e.subscriptionDeliveries(t, sub); len(ds) != 1 {
+		t.Fatalf("%d deliveries, want only the good event's", len(ds))
 	}
 }
 
@@ -242,7 +255,7 @@ func TestIngestTokens(t *testing.T) {
 func TestDuplicatesAreNotStoredOrDeliveredAgain(t *testing.T) {
 	e := engineEnv(t, nil)
 	rc := newReceiver(t, nil)
-	e.subscribe(t, rc.URL, "")
+	sub := e.subscribe(t, rc.URL, "")
 	first := e.post(t, `{"id": "dup", "type": "task.state.updated", "n": 1}`).json(t)
 	again := e.post(t, `{"id": "dup", "type": "task.state.updated", "n": 2}`)
 	expect(t, again, 202)
@@ -254,30 +267,73 @@ func TestDuplicatesAreNotStoredOrDeliveredAgain(t *testing.T) {
 	if batch[0]["duplicate"] != nil || batch[1]["duplicate"] != true || batch[2]["duplicate"] != true {
 		t.Fatalf("batch answers %v", batch)
 	}
-	eventually(t, "two deliveries", func() bool { return rc.count() == 2 })
-	time.Sleep(30 * time.Millisecond)
-	if rc.count() != 2 {
-		t.Fatalf("%d deliveries, want 2 (dup once, b1 once)", rc.count())
+	// The store holds one delivery for dup and one for b1, and nothing else.
+	for _, id := range []string{"dup", "b1"} {
+		if ds := e.eventDeliveries(t, id); len(ds) != 1 {
+			t.Fatalf("event %s has %d deliveries, want 1: %v", id, len(ds), ds)
+		}
 	}
-	if !strings.Contains(string(rc.request(0).body)+string(rc.request(1).body), `"n": 1`) {
-		t.Fatal("the duplicate's body was delivered instead of the first")
+	if ds := e.subscriptionDeliveries(t, sub); len(ds) != 2 {
+		t.Fatalf("the subscription has %d deliveries, want 2 (dup once, b1 once): %v", len(ds), ds)
+	}
+	for _, id := range []string{"dup", "b1"} {
+		eventually(t, id+" succeeded", func() bool { return e.deliveryStatus(t, id) == "succeeded" })
+		if d := e.deliveryOf(t, id); d["attempts"] != 1.0 || len(attemptsMatchLog(t, d)) != 1 {
+			t.Fatalf("%s: %v attempts, want 1", id, d["attempts"])
+		}
+	}
+	// A sentinel event, delivered after both, is the receiver's third request.
+	expect(t, e.post(t, `{"id": "sentinel", "type": "task.state.updated"}`), 202)
+	eventually(t, "the sentinel succeeded", func() bool { return e.deliveryStatus(t, "sentinel") == "succeeded" })
+	if rc.count() != 3 {
+		t.Fatalf("%d requests, want 3 (dup once, b1 once, the sentinel)", rc.count())
+	}
+	var dup []string
+	for i := 0; i < 3; i++ {
+		if body := string(rc.request(i).body); strings.Contains(body, `"dup"`) {
+			dup = append(dup, body)
+		}
+	}
+	if len(dup) != 1 || !strings.Contains(dup[0], `"n": 1`) {
+		t.Fatalf("dup was delivered as %q, want once with the first body", dup)
 	}
 }
 
 func TestFanOutFollowsEventsAndActiveState(t *testing.T) {
 	e := engineEnv(t, nil)
 	all, tasks, inactive := newReceiver(t, nil), newReceiver(t, nil), newReceiver(t, nil)
-	e.subscribe(t, all.URL, "")
-	e.subscribe(t, tasks.URL, `, "events": ["task.state.updated"]`)
+	allID := e.subscribe(t, all.URL, "")
+	tasksID := e.subscribe(t, tasks.URL, `, "events": ["task.state.updated"]`)
 	reg := e.do("POST", "/api/WebhookRegistrations", `{"requestId":"r","callBackUrl":"`+inactive.URL+`","callBackUserName":"u","callBackPassword":"p","sourceSenderId":"s"}`).json(t)
-	expect(t, e.do("DELETE", "/api/WebhookRegistrations/"+reg["registrationId"].(string), nil), 200)
+	regID := reg["registrationId"].(string)
+	expect(t, e.do("DELETE", "/api/WebhookRegistrations/"+regID, nil), 200)
 
 	r := e.post(t, `[{"id": "t1", "type": "transaction.state.updated"}, {"id": "k1", "type": "task.state.updated"}]`).list(t)
 	if r[0]["deliveries"] != 1.0 || r[1]["deliveries"] != 2.0 {
 		t.Fatalf("fan-out %v", r)
 	}
+	// Which subscriptions got a delivery is in the store: exactly the active ones whose
+	// events match, never the deactivated registration.
+	targets := func(eventID string) []string {
+		var ids []string
+		for _, d := range e.eventDeliveries(t, eventID) {
+			ids = append(ids, d["subscriptionId"].(string))
+		}
+		slices.Sort(ids)
+		return ids
+	}
+	wantK1 := []string{allID, tasksID}
+	slices.Sort(wantK1)
+	if got := targets("t1"); !slices.Equal(got, []string{allID}) {
+		t.Fatalf("t1 delivered to %v, want only %s", got, allID)
+	}
+	if got := targets("k1"); !slices.Equal(got, wantK1) {
+		t.Fatalf("k1 delivered to %v, want %v (not the deactivated %s)", got, wantK1, regID)
+	}
+	if ds := e.subscriptionDeliveries(t, regID); len(ds) != 0 {
+		t.Fatalf("the deactivated registration has %d deliveries", len(ds))
+	}
 	eventually(t, "fan-out delivered", func() bool { return all.count() == 2 && tasks.count() == 1 })
-	time.Sleep(20 * time.Millisecond)
 	if inactive.count() != 0 {
 		t.Fatal("a deactivated registration received an event")
 	}
@@ -286,12 +342,20 @@ func TestFanOutFollowsEventsAndActiveState(t *testing.T) {
 	}
 }
 
+// apiTime is how the delivery routes write times.
+const apiTime = "2006-01-02T15:04:05.000Z07:00"
+
 func TestQuickRetriesThenDurableRetry(t *testing.T) {
 	e := engineEnv(t, func(c *config.Config) {
 		c.Delivery.QuickRetries = 2
 		c.Delivery.Schedule = []time.Duration{5 * time.Second, time.Minute}
 	})
+	// The first two answers move the clock on a second each, so every quick retry happens at
+	// a time of its own, which its webhook-timestamp and its attempt log entry must show.
 	rc := newReceiver(t, func(n int, w http.ResponseWriter, _ *http.Request) {
+		if n <= 2 {
+			e.clock.Set(start.Add(time.Duration(n) * time.Second))
+		}
 		if n <= 4 {
 			w.WriteHeader(http.StatusInternalServerError)
 			io.WriteString(w, "boom "+strconv.Itoa(n))
@@ -299,29 +363,52 @@ func TestQuickRetriesThenDurableRetry(t *testing.T) {
 		}
 		w.WriteHeader(http.StatusNoContent)
 	})
-	e.subscribe(t, rc.URL, "")
+	sentinel := newReceiver(t, nil)
+	e.subscribe(t, rc.URL, `, "events": ["task.state.updated"]`)
+	e.subscribe(t, sentinel.URL, `, "events": ["transaction.state.updated"]`)
 	e.post(t, `{"id": "r1", "type": "task.state.updated"}`)
-	eventually(t, "three attempts in the first round", func() bool { return e.deliveryOf(t, "r1")["attempts"] == 3.0 })
+	eventually(t, "the first round recorded", func() bool { return e.deliveryOf(t, "r1")["attempts"].(float64) >= 1 })
 	d := e.deliveryOf(t, "r1")
-	if d["status"] != "pending" || d["nextAttemptAt"] != "2026-03-04T05:06:12.891Z" || d["lastStatusCode"] != 500.0 {
+	// The last quick retry was at start+2s: the durable retry is due 5s after it.
+	if d["attempts"] != 3.0 || d["status"] != "pending" || d["nextAttemptAt"] != "2026-03-04T05:06:14.891Z" || d["lastStatusCode"] != 500.0 {
 		t.Fatalf("after the first round: %v", d)
 	}
-	ids := map[string]bool{}
+	log := attemptsMatchLog(t, d)
+	if rc.count() != 3 {
+		t.Fatalf("the receiver got %d requests in the first round, want 3", rc.count())
+	}
 	for i := 0; i < 3; i++ {
-		ids[rc.request(i).header.Get("Webhook-Id")] = true
+		got := rc.request(i).header
+		at := start.Add(time.Duration(i) * time.Second)
+		if id := got.Get("Webhook-Id"); id != d["id"] {
+			t.Errorf("attempt %d: webhook-id %q, want the delivery's id %v on every attempt", i+1, id, d["id"])
+		}
+		if ts := got.Get("Webhook-Timestamp"); ts != strconv.FormatInt(at.Unix(), 10) {
+			t.Errorf("attempt %d: webhook-timestamp %s, want %d (its own time)", i+1, ts, at.Unix())
+		}
+		entry := log[i].(map[string]any)
+		if entry["at"] != at.Format(apiTime) || entry["statusCode"] != 500.0 || entry["responseBody"] != "boom "+strconv.Itoa(i+1) {
+			t.Errorf("attempt log entry %d: %v, want a 500 at %s", i+1, entry, at.Format(apiTime))
+		}
 	}
-	if len(ids) != 1 || ids[""] {
-		t.Fatalf("webhook-id not stable across quick retries: %v", ids)
-	}
-	time.Sleep(20 * time.Millisecond)
+
+	// Nothing more before the clock reaches the durable retry. A sentinel event to another
+	// subscription, ingested and delivered after the round, proves the dispatcher has looked
+	// for due work since, at a time before the retry was due; a retry taken early would have
+	// gone out with it.
+	expect(t, e.post(t, `{"id": "sentinel", "type": "transaction.state.updated"}`), 202)
+	eventually(t, "the sentinel succeeded", func() bool { return e.deliveryStatus(t, "sentinel") == "succeeded" })
 	if rc.count() != 3 {
 		t.Fatalf("%d attempts before the clock reached the durable retry", rc.count())
 	}
+	if d := e.deliveryOf(t, "r1"); d["attempts"] != 3.0 || d["status"] != "pending" || len(attemptsMatchLog(t, d)) != 3 {
+		t.Fatalf("before the durable retry is due: %v", d)
+	}
 
-	e.clock.Set(start.Add(5 * time.Second))
+	e.clock.Set(start.Add(7 * time.Second))
 	eventually(t, "the durable retry succeeds", func() bool { return e.deliveryStatus(t, "r1") == "succeeded" })
 	d = e.deliveryOf(t, "r1")
-	log := d["attemptLog"].([]any)
+	log = attemptsMatchLog(t, d)
 	if d["attempts"] != 5.0 || len(log) != 5 {
 		t.Fatalf("attempts %v, log %d", d["attempts"], len(log))
 	}
@@ -329,11 +416,13 @@ func TestQuickRetriesThenDurableRetry(t *testing.T) {
 	if first["statusCode"] != 500.0 || first["responseBody"] != "boom 1" || first["at"] != "2026-03-04T05:06:07.891Z" {
 		t.Fatalf("first attempt %v", first)
 	}
-	if last := log[4].(map[string]any); last["statusCode"] != 204.0 || last["at"] != "2026-03-04T05:06:12.891Z" {
+	if last := log[4].(map[string]any); last["statusCode"] != 204.0 || last["at"] != "2026-03-04T05:06:14.891Z" {
 		t.Fatalf("last attempt %v", last)
 	}
-	if ts := rc.request(4).header.Get("Webhook-Timestamp"); ts != strconv.FormatInt(start.Add(5*time.Second).Unix(), 10) {
-		t.Fatalf("webhook-timestamp of the durable retry %q", ts)
+	for i := 3; i < 5; i++ {
+		if got := rc.request(i).header; got.Get("Webhook-Id") != d["id"] || got.Get("Webhook-Timestamp") != strconv.FormatInt(start.Add(7*time.Second).Unix(), 10) {
+			t.Fatalf("durable retry, attempt %d: webhook-id %q, webhook-timestamp %q", i+1, got.Get("Webhook-Id"), got.Get("Webhook-Timestamp"))
+		}
 	}
 }
 

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -96,6 +97,11 @@ func newEnvAt(t testing.TB, path string, edit func(*config.Config), editOpts fun
 	if err := cfg.Validate(builtin.Registry()); err != nil {
 		t.Fatalf("test config: %v", err)
 	}
+	// A gateway on a file an earlier one used makes ids of its own, not those stored.
+	idFormat := "00000000-0000-4000-8000-%012d"
+	if _, err := os.Stat(path); err == nil {
+		idFormat = fmt.Sprintf("00000000-0000-4000-9%03d-%%012d", restarts.Add(1)%1000)
+	}
 	st, err := sqlite.Open(context.Background(), path, sqlite.Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -113,7 +119,7 @@ func newEnvAt(t testing.TB, path string, edit func(*config.Config), editOpts fun
 			mu.Lock()
 			defer mu.Unlock()
 			n++
-			return fmt.Sprintf("00000000-0000-4000-8000-%012d", n)
+			return fmt.Sprintf(idFormat, n)
 		},
 	}
 	if editOpts != nil {
@@ -278,9 +284,47 @@ type (
 	plugin       = store.Plugin
 )
 
+// restarts numbers the gateways started on an existing file.
+var restarts atomic.Int64
+
+// testLogger discards the gateway's logs, or writes them to stderr when GATEWAY_TEST_LOG is set.
 func testLogger() *slog.Logger {
 	if os.Getenv("GATEWAY_TEST_LOG") != "" {
 		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
 	return slog.New(slog.DiscardHandler)
+}
+
+// eventDeliveries returns an event's deliveries as GET /v1/events/{id} lists them.
+func (e *env) eventDeliveries(t *testing.T, eventID string) []map[string]any {
+	t.Helper()
+	r := e.do("GET", "/v1/events/"+eventID, nil)
+	expect(t, r, http.StatusOK)
+	var ev struct {
+		Deliveries []map[string]any `json:"deliveries"`
+	}
+	if err := json.Unmarshal(r.body, &ev); err != nil {
+		t.Fatalf("GET /v1/events/%s: %v\n%s", eventID, err, r.body)
+	}
+	return ev.Deliveries
+}
+
+// subscriptionDeliveries returns every delivery of a subscription, as
+// GET /v1/webhooks/{id}/deliveries lists them (one page of up to 1000).
+func (e *env) subscriptionDeliveries(t *testing.T, subscriptionID string) []map[string]any {
+	t.Helper()
+	r := e.do("GET", "/v1/webhooks/"+subscriptionID+"/deliveries?limit=1000", nil)
+	expect(t, r, http.StatusOK)
+	return r.list(t)
+}
+
+// attemptsMatchLog fails unless a delivery (GET /v1/deliveries/{id}) counts as many attempts
+// as its attempt log holds, and returns the log.
+func attemptsMatchLog(t *testing.T, d map[string]any) []any {
+	t.Helper()
+	log, _ := d["attemptLog"].([]any)
+	if n, _ := d["attempts"].(float64); int(n) != len(log) {
+		t.Fatalf("delivery %v counts %v attempts but its attempt log has %d", d["id"], d["attempts"], len(log))
+	}
+	return log
 }

@@ -132,6 +132,11 @@ type Outcome struct {
 	// SubscriptionDeleted means the round did not run because the subscription is gone: the
 	// delivery fails for good.
 	SubscriptionDeleted bool
+	// Interrupted means a shutdown cut the round short. Its attempts are recorded (they
+	// happened), but they are not the target's failure: the delivery is due again at
+	// NextAttemptAt without using a step of the schedule, and the subscription's state is left
+	// as it is.
+	Interrupted bool
 	// Reason is the error state reason a failure gives, such as "HTTP 500 from target".
 	Reason string
 }

@@ -377,6 +377,8 @@ func (s *Store) CompleteDeliveries(ctx context.Context, outcomes []*store.Outcom
 				status = store.Succeeded
 			case !subscribed:
 				lastError = cmp.Or(lastError, "subscription deleted")
+			case o.Interrupted && o.NextAttemptAt != nil:
+				status, next, finished = store.Pending, o.NextAttemptAt.UnixNano(), nil
 			case o.NextAttemptAt != nil:
 				status, step, next, finished = store.Pending, 1, o.NextAttemptAt.UnixNano(), nil
 			}
@@ -394,7 +396,7 @@ func (s *Store) CompleteDeliveries(ctx context.Context, outcomes []*store.Outcom
 				}
 				continue
 			}
-			if sub == nil || len(o.Attempts) == 0 {
+			if sub == nil || len(o.Attempts) == 0 || o.Interrupted {
 				continue
 			}
 			before := *sub
