@@ -4,6 +4,7 @@
 //	gateway serve [--config FILE]     run the gateway
 //	gateway validate [--config FILE]  check the configuration
 //	gateway version                   print the version
+//	gateway bench [flags]             benchmark a gateway (see gateway bench --help)
 package main
 
 import (
@@ -27,6 +28,7 @@ import (
 
 	"github.com/mattn/go-isatty"
 
+	"github.com/webhookgw/gateway/bench"
 	"github.com/webhookgw/gateway/config"
 	"github.com/webhookgw/gateway/gateway"
 	"github.com/webhookgw/gateway/plugins/builtin"
@@ -46,6 +48,7 @@ commands:
   serve [--config FILE]     run the gateway
   validate [--config FILE]  check the configuration; print every problem, or ok
   version                   print the version
+  bench [flags]             load benchmark: events/s, latency, lost events (bench --help)
 
 --config defaults to $GATEWAY_CONFIG, then ./gateway.yaml.
 `
@@ -85,6 +88,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "version":
 		fmt.Fprintln(stdout, "webhook-gateway", version())
 		return 0
+	case "bench":
+		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+		defer stop()
+		return bench.Main(ctx, args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0

@@ -343,6 +343,7 @@ func TestValidateVersionAndUsage(t *testing.T) {
 		{[]string{"validate", "--config", filepath.Join(dir, "none.yaml")}, nil, 1, []string{"no such file"}},
 		{[]string{"validate", "extra"}, nil, 2, []string{"unexpected argument"}},
 		{[]string{"version"}, nil, 0, []string{"webhook-gateway "}},
+		{[]string{"bench", "--help"}, nil, 0, []string{"usage: gateway bench", "-scenario"}},
 		{[]string{"nonsense"}, nil, 2, []string{"unknown command", "usage:"}},
 		{nil, nil, 2, []string{"usage:"}},
 		{[]string{"serve", "--bogus"}, nil, 2, []string{"flag provided but not defined"}},
