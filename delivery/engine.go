@@ -191,7 +191,7 @@ func (e *Engine) Stats() Stats {
 	defer e.mu.Unlock()
 	st := Stats{InFlight: e.active}
 	for _, l := range e.lanes {
-		if l.failStreak >= tripAfter || l.sub != nil && l.sub.InErrorState {
+		if l.probing() {
 			st.Probing++
 		}
 	}
@@ -358,8 +358,9 @@ func (e *Engine) claim(ctx context.Context) bool {
 			l.dirty = false // its deliveries are paused until it is reactivated
 			continue
 		}
-		n := min(l.slots(e.cfg.MaxInFlightPerSubscription)-l.active-l.resuming, room)
-		if n <= 0 && l.active == 0 && l.resuming == 0 {
+		own := l.room(e.cfg.MaxInFlightPerSubscription)
+		n := min(own, room)
+		if n <= 0 && own > 0 && l.active == 0 && l.resuming == 0 {
 			n = 1 // every subscription may always have one attempt in flight
 		}
 		if n <= 0 {
@@ -561,7 +562,7 @@ func (e *Engine) acquireSlot(ctx context.Context, r *round) error {
 // noteAttempt keeps a lane's failure streak, which makes a failing subscription a probe.
 func (e *Engine) noteAttempt(l *lane, ok bool) {
 	e.mu.Lock()
-	tripped := l.failStreak >= tripAfter
+	tripped := l.probing()
 	if ok {
 		l.failStreak = 0
 	} else {

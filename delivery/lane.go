@@ -13,9 +13,14 @@ import (
 	"gopkg.in/yaml.v3"
 )
 
-// tripAfter is how many consecutive failed attempts make a subscription a probe: one attempt
-// in flight until one succeeds (a circuit breaker's half-open state).
+// tripAfter is how many consecutive failed attempts make a subscription a probe: one
+// delivery at a time, quick retries and all, until an attempt succeeds (a circuit breaker's
+// half-open state).
 const tripAfter = 3
+
+// roundsPerSlot bounds a lane's claimed rounds (in flight, waiting for a quick retry, or
+// being recorded) to this many per slot.
+const roundsPerSlot = 4
 
 // lane is one subscription's share of the engine: its slots, its claims and its health. The
 // engine's mutex guards every field but limiter, which is safe for concurrent use.
@@ -44,18 +49,34 @@ type lane struct {
 }
 
 // slots returns how many attempts the lane may have in flight: the subscription's own
-// max_in_flight or def, one for a fifo subscription, and one (a probe) while it fails.
+// max_in_flight or def, and one for a fifo subscription or a probe.
 func (l *lane) slots(def int) int {
-	if l.sub == nil {
+	switch {
+	case l.sub == nil:
 		return def // deleted: its leftover claims are failed without an attempt
-	}
-	if l.sub.Policy.Ordering == store.FIFO || l.failStreak >= tripAfter || l.sub.InErrorState {
+	case l.sub.Policy.Ordering == store.FIFO || l.probing():
 		return 1
-	}
-	if l.sub.Policy.MaxInFlight > 0 {
+	case l.sub.Policy.MaxInFlight > 0:
 		return l.sub.Policy.MaxInFlight
 	}
 	return def
+}
+
+// probing reports whether the subscription fails: it gets one delivery at a time until an
+// attempt succeeds, so that a dead or erroring target is not sent every delivery at once.
+func (l *lane) probing() bool {
+	return l.failStreak >= tripAfter || l.sub != nil && l.sub.InErrorState
+}
+
+// room returns how many more deliveries the lane may claim now: a slot each, but none while a
+// probe's or a fifo subscription's one round is under way, and no more than roundsPerSlot
+// rounds a slot in all (rounds waiting for a quick retry hold no slot).
+func (l *lane) room(def int) int {
+	if l.probing() || l.sub != nil && l.sub.Policy.Ordering == store.FIFO {
+		return 1 - l.rounds
+	}
+	s := l.slots(def)
+	return min(s-l.active-l.resuming, roundsPerSlot*s-l.rounds)
 }
 
 // rateLimiter returns the token bucket of the subscription's rate_limit, or nil.

@@ -512,3 +512,37 @@ func TestLeaseExpiryDuringARoundSendsOnce(t *testing.T) {
 		t.Fatalf("l1: attempts %v, log %d; want 1 and 1", d["attempts"], len(d["attemptLog"].([]any)))
 	}
 }
+
+// A subscription that keeps failing becomes a probe: one delivery at a time, its quick
+// retries and all, rather than every delivery at once.
+func TestFailingSubscriptionIsProbedOneDeliveryAtATime(t *testing.T) {
+	e := engineEnv(t, func(c *config.Config) {
+		c.Delivery.QuickRetries = 2
+		c.Delivery.Schedule = []time.Duration{time.Hour}
+		c.Delivery.ErrorStateAfter = 1000
+	})
+	rc := newReceiver(t, status(http.StatusInternalServerError))
+	id := e.subscribe(t, rc.URL, "")
+	expect(t, e.post(t, events("p", 50)), http.StatusAccepted)
+	eventually(t, "every delivery had its round", func() bool { return rc.count() == 150 })
+	eventually(t, "recorded", func() bool {
+		ds, err := e.store.ListDeliveries(context.Background(), id, store.Pending, store.ListOptions{Limit: 100})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, d := range ds {
+			if d.Attempts != 3 {
+				return false
+			}
+		}
+		return len(ds) == 50
+	})
+	// The first deliveries went out together, before anything had failed; the last ten, one
+	// after another: each one's three attempts in a row.
+	for i := 120; i < 150; i += 3 {
+		a, b, c := rc.request(i).header.Get("Webhook-Id"), rc.request(i+1).header.Get("Webhook-Id"), rc.request(i+2).header.Get("Webhook-Id")
+		if a != b || b != c {
+			t.Fatalf("requests %d–%d were for %s, %s, %s: a probing subscription had more than one delivery under way", i, i+2, a, b, c)
+		}
+	}
+}
