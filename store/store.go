@@ -47,7 +47,7 @@ const (
 	KindRegistration Kind = "registration"
 )
 
-// AllEvents, as a subscription's only event type, means it receives every type.
+// AllEvents is the event type that, as a subscription's only one, means it receives every type.
 const AllEvents = "*"
 
 // Subscription is one webhook target and its state.
