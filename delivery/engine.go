@@ -170,8 +170,12 @@ func (e *Engine) Notify(subscriptions []string) {
 		return
 	}
 	e.mu.Lock()
+	last := ""
 	for _, id := range subscriptions {
-		e.laneLocked(id).dirty = true
+		if id != last { // fan-out lists a batch's subscriptions over and over
+			e.laneLocked(id).dirty = true
+			last = id
+		}
 	}
 	e.mu.Unlock()
 	e.kickLoop()

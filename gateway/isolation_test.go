@@ -546,3 +546,33 @@ func TestFailingSubscriptionIsProbedOneDeliveryAtATime(t *testing.T) {
 		}
 	}
 }
+
+// A round that runs long has its lease renewed, so its delivery is never due underneath it.
+func TestLeasesAreRenewedWhileARoundRuns(t *testing.T) {
+	e := engineEnv(t, func(c *config.Config) { c.Delivery.QuickRetries = 0 })
+	hold := newGate()
+	defer hold.open()
+	rc := newReceiver(t, func(_ int, w http.ResponseWriter, r *http.Request) { hold.wait(r) })
+	e.subscribe(t, rc.URL, "")
+	expect(t, e.post(t, `{"id": "long", "type": "task.state.updated"}`), http.StatusAccepted)
+	eventually(t, "in flight", func() bool { return rc.count() == 1 })
+	// The claim's lease (2 minutes) ends at start+2m: then the delivery would be due again.
+	dueAt := func(at time.Time) bool {
+		st, err := e.store.Stats(context.Background(), at)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return !st.OldestDue.IsZero()
+	}
+	later := start.Add(150 * time.Second)
+	if !dueAt(later) {
+		t.Fatal("the first lease already reaches past start+150s")
+	}
+	e.clock.Set(start.Add(100 * time.Second)) // a third of the lease and more has gone by
+	eventually(t, "the lease renewed past start+150s", func() bool { return !dueAt(later) })
+	hold.open()
+	eventually(t, "delivered once", func() bool { return e.deliveryStatus(t, "long") == "succeeded" })
+	if rc.count() != 1 {
+		t.Fatalf("%d requests", rc.count())
+	}
+}
