@@ -170,12 +170,8 @@ func (e *Engine) Notify(subscriptions []string) {
 		return
 	}
 	e.mu.Lock()
-	last := ""
 	for _, id := range subscriptions {
-		if id != last { // fan-out lists a batch's subscriptions over and over
-			e.laneLocked(id).dirty = true
-			last = id
-		}
+		e.laneLocked(id).dirty = true
 	}
 	e.mu.Unlock()
 	e.kickLoop()
