@@ -87,8 +87,8 @@ type Delivery struct {
 	// MaxInFlight bounds the HTTP attempts in flight at once, across all subscriptions.
 	MaxInFlight int `yaml:"max_in_flight"`
 	// MaxInFlightPerSubscription bounds one subscription's attempts in flight, unless the
-	// subscription sets its own max_in_flight. A failing subscription drops to one attempt in
-	// flight (a probe) until one succeeds, so failing targets cannot use up MaxInFlight.
+	// subscription sets its own max_in_flight. A failing subscription drops to one delivery at
+	// a time (a probe) until an attempt succeeds, so failing targets cannot use up MaxInFlight.
 	MaxInFlightPerSubscription int `yaml:"max_in_flight_per_subscription"`
 }
 

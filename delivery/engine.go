@@ -3,9 +3,10 @@
 // the subscription's plugins, and records every attempt and outcome.
 //
 // Each subscription has a lane of its own: its own slots (max_in_flight), its own rate limit
-// and order, and its own health. A subscription that fails drops to one attempt in flight (a
-// probe) until one succeeds, and waiting between quick retries holds no slot, so one slow or
-// failing target costs only itself: the others' claims, slots and connections are untouched.
+// and order, and its own health. A subscription that fails drops to one delivery at a time (a
+// probe) until an attempt succeeds, and waiting between quick retries holds no slot, so one
+// slow or failing target costs only itself: the others' claims, slots and connections are
+// untouched.
 //
 // Claims are fenced: each carries a token, leases are renewed while rounds run, and an
 // outcome applies only while its token holds. Before every attempt the engine checks the
@@ -181,7 +182,7 @@ func (e *Engine) Notify(subscriptions []string) {
 type Stats struct {
 	// InFlight counts HTTP attempts in flight (or about to start).
 	InFlight int
-	// Probing counts subscriptions held to one attempt at a time because they fail.
+	// Probing counts subscriptions held to one delivery at a time because they fail.
 	Probing int
 }
 

@@ -49,7 +49,7 @@ func newMetrics(st store.Store, now func() time.Time) *metrics {
 }
 
 // watchEngine adds the delivery engine's gauges: attempts in flight, and subscriptions
-// delivered to as probes (one attempt at a time) while they fail.
+// delivered to as probes (one delivery at a time) while they fail.
 func (m *metrics) watchEngine(e *delivery.Engine) {
 	m.registry.MustRegister(
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
@@ -58,7 +58,7 @@ func (m *metrics) watchEngine(e *delivery.Engine) {
 		}, func() float64 { return float64(e.Stats().InFlight) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "webhook_gateway_subscriptions_probing",
-			Help: "Subscriptions delivered to one attempt at a time because their recent attempts failed.",
+			Help: "Subscriptions delivered to one delivery at a time because their recent attempts failed.",
 		}, func() float64 { return float64(e.Stats().Probing) }),
 	)
 }
