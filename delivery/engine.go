@@ -19,6 +19,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"net/http"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -75,6 +76,7 @@ type Engine struct {
 	cfg       config.Delivery
 	plugins   *plugins.Registry
 	client    *retryablehttp.Client
+	transport *http.Transport // under client; its idle connections close when Run returns
 	schedule  schedule
 	now       func() time.Time
 	log       *slog.Logger
@@ -88,6 +90,7 @@ type Engine struct {
 	chains    chains
 
 	kick    chan struct{}
+	stopped chan struct{} // closed when Run stops claiming: nothing waits for a slot or a rate any more
 	running atomic.Bool
 	rounds  sync.WaitGroup
 
@@ -115,6 +118,7 @@ func New(opts Options) *Engine {
 		lease:     cmp.Or(opts.Lease, 2*time.Minute),
 		drain:     cmp.Or(opts.Drain, opts.Delivery.Timeout+5*time.Second),
 		kick:      make(chan struct{}, 1),
+		stopped:   make(chan struct{}),
 		lanes:     make(map[string]*lane),
 		held:      make(map[string]*round),
 		freed:     make(chan struct{}),
@@ -130,8 +134,10 @@ func New(opts Options) *Engine {
 		tp = noop.NewTracerProvider()
 	}
 	quickWait := cmp.Or(opts.QuickRetryWait, time.Second)
+	httpClient, transport := newHTTPClient(opts.Security, opts.Delivery.Timeout, tp)
+	e.transport = transport
 	e.client = &retryablehttp.Client{
-		HTTPClient:   newHTTPClient(opts.Security, opts.Delivery.Timeout, tp),
+		HTTPClient:   httpClient,
 		Logger:       nil,
 		RetryWaitMin: quickWait,
 		RetryWaitMax: 8 * quickWait,
@@ -192,7 +198,7 @@ func (e *Engine) Stats() Stats {
 	defer e.mu.Unlock()
 	st := Stats{InFlight: e.active}
 	for _, l := range e.lanes {
-		if l.probing() {
+		if l.sub != nil && l.sub.Active && l.probing() {
 			st.Probing++
 		}
 	}
@@ -240,6 +246,7 @@ func (e *Engine) Run(ctx context.Context) error {
 	e.running.Store(true)
 	e.loop(ctx)
 	e.running.Store(false)
+	close(e.stopped) // rounds waiting for a slot or their rate limit give up: nothing was sent
 
 	done := make(chan struct{})
 	go func() { e.rounds.Wait(); close(done) }()
@@ -257,6 +264,7 @@ func (e *Engine) Run(ctx context.Context) error {
 	<-renewed
 	stopBatch() // every round has its outcome recorded by now
 	<-batched
+	e.transport.CloseIdleConnections() // no keep-alive connection outlives the engine
 	return nil
 }
 
@@ -392,9 +400,10 @@ func (e *Engine) claim(ctx context.Context) bool {
 	defer e.mu.Unlock()
 	for _, c := range res.Claims {
 		got[c.Delivery.SubscriptionID]++
-		if r, ok := e.held[c.Delivery.ID]; ok {
+		if r, ok := e.held[c.Delivery.ID]; ok && !r.sent {
 			// Its lease ran out under a round of ours (the clock moved): the round goes on
-			// with the new token, and no second one starts.
+			// with the new token, and no second one starts. (A round that has sent its
+			// outcome is over: the claim is the next round's.)
 			r.token = c.Token
 			got[c.Delivery.SubscriptionID]--
 			continue
@@ -419,6 +428,9 @@ func (e *Engine) claim(ctx context.Context) bool {
 			if at, ok := res.NextDue[rq.ID]; ok {
 				l.nextDue = at
 			}
+			if l.loaded && l.sub == nil && l.rounds == 0 && e.lanes[l.id] == l {
+				delete(e.lanes, l.id) // deleted, and nothing of it left to fail
+			}
 		default:
 			more = true
 		}
@@ -439,7 +451,9 @@ func (e *Engine) runRound(r *round) {
 	c := r.claim
 	o, ok := r.run(ctx)
 	e.mu.Lock()
+	// From here the round's token is final: a later claim of the delivery is a new round's.
 	token := r.token
+	r.sent = true
 	e.mu.Unlock()
 	log := e.log.With("delivery_id", c.Delivery.ID, "event_id", c.Event.ID, "subscription_id", c.Delivery.SubscriptionID)
 	if sc := trace.SpanContextFromContext(traceparent.With(ctx, c.Event.TraceParent)); sc.HasTraceID() {
@@ -552,6 +566,10 @@ func (e *Engine) acquireSlot(ctx context.Context, r *round) error {
 		select {
 		case <-freed:
 			e.mu.Lock()
+		case <-e.stopped:
+			e.mu.Lock()
+			l.resuming--
+			return errShuttingDown
 		case <-ctx.Done():
 			e.mu.Lock()
 			l.resuming--
@@ -571,6 +589,7 @@ func (e *Engine) noteAttempt(l *lane, ok bool) {
 	}
 	if ok && tripped {
 		l.dirty = true // it may take more at once again
+		e.signalFreedLocked()
 	}
 	e.mu.Unlock()
 	if ok && tripped {
@@ -599,12 +618,15 @@ func (e *Engine) currentSubscription(ctx context.Context, l *lane) (*store.Subsc
 	e.mu.Lock()
 	if !l.loaded || gen >= l.gen {
 		l.sub, l.gen, l.loaded = sub, gen, true
+		e.signalFreedLocked() // its slots may have changed: quick retries waiting look again
 	}
 	sub = l.sub
 	e.mu.Unlock()
-	if sub != nil {
-		l.setRate(sub.Policy.RateLimit)
+	if sub == nil {
+		e.chains.forget(l.id) // deleted: its plugins, and their secrets, go
+		return nil, nil
 	}
+	l.setRate(sub.Policy.RateLimit)
 	return sub, nil
 }
 
@@ -629,7 +651,9 @@ func (e *Engine) renewLeases(ctx context.Context) {
 		e.mu.Lock()
 		leases := make([]store.Lease, 0, len(e.held))
 		for id, r := range e.held {
-			leases = append(leases, store.Lease{DeliveryID: id, Token: r.token})
+			if !r.sent { // a round whose outcome is on its way ends its lease itself
+				leases = append(leases, store.Lease{DeliveryID: id, Token: r.token})
+			}
 		}
 		e.mu.Unlock()
 		lost, err := e.store.ExtendLeases(ctx, leases, now.UTC().Add(e.lease))
@@ -637,7 +661,7 @@ func (e *Engine) renewLeases(ctx context.Context) {
 		case err != nil && ctx.Err() == nil:
 			e.log.Error("renewing delivery leases", "err", err)
 		case len(lost) > 0:
-			e.log.Warn("delivery leases lost: their outcomes will not be applied", "deliveries", lost)
+			e.log.Warn("delivery leases lost to another claim: those rounds' outcomes will not be applied", "deliveries", lost)
 		}
 	}
 }

@@ -1,6 +1,7 @@
 package delivery
 
 import (
+	"crypto/sha256"
 	"fmt"
 	"sync"
 	"time"
@@ -103,28 +104,58 @@ func (l *lane) setRate(perSecond float64) {
 }
 
 // chains caches subscriptions' plugin instances for as long as a subscription keeps its
-// version: stateful plugins (oauth2's token) live that long, and no longer.
+// plugin configuration and credentials: stateful plugins (oauth2's token) live that long, and
+// no longer. The configuration is told apart by its content, not by the subscription's
+// version, which starts again at 1 when a subscription is deleted and made again.
 type chains struct {
 	mu sync.Mutex
 	m  map[string]chain
 }
 
+// chain is a subscription's plugins for one configuration of it.
 type chain struct {
-	version int64
+	sub     *store.Subscription // the copy it was last asked for, a fast path
+	key     [sha256.Size]byte   // the configuration it was made from
 	plugins []plugins.Plugin
 	err     error
 }
 
-// get returns sub's plugins, made from its stored configs once per version. A registration's
-// user name and password come first, as a basic-auth plugin.
+// configKey digests what a subscription's plugins are made from.
+func configKey(sub *store.Subscription) [sha256.Size]byte {
+	h := sha256.New()
+	for _, s := range []string{sub.Username, sub.Password} {
+		h.Write([]byte(s))
+		h.Write([]byte{0})
+	}
+	for _, p := range sub.Plugins {
+		h.Write([]byte(p.Name))
+		h.Write([]byte{0})
+		h.Write([]byte(p.Config))
+		h.Write([]byte{0})
+	}
+	var k [sha256.Size]byte
+	h.Sum(k[:0])
+	return k
+}
+
+// get returns sub's plugins, made from its stored configs once per configuration. A
+// registration's user name and password come first, as a basic-auth plugin.
 func (cs *chains) get(sub *store.Subscription, reg *plugins.Registry) ([]plugins.Plugin, error) {
 	cs.mu.Lock()
 	c, ok := cs.m[sub.ID]
 	cs.mu.Unlock()
-	if ok && c.version == sub.Version {
+	if ok && c.sub == sub {
 		return c.plugins, c.err
 	}
-	c = chain{version: sub.Version}
+	key := configKey(sub)
+	if ok && c.key == key {
+		c.sub = sub
+		cs.mu.Lock()
+		cs.m[sub.ID] = c
+		cs.mu.Unlock()
+		return c.plugins, c.err
+	}
+	c = chain{sub: sub, key: key}
 	if sub.Username != "" {
 		p, err := basicauth.New(basicauth.Config{Username: sub.Username, Password: sub.Password})
 		if err != nil {

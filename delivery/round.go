@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-retryablehttp"
+	"golang.org/x/time/rate"
 
 	"github.com/webhookgw/gateway/config"
 	"github.com/webhookgw/gateway/internal/traceparent"
@@ -25,6 +26,7 @@ const responseBodyLimit = 1024
 var (
 	errSubscriptionDeleted  = errors.New("the subscription was deleted")
 	errSubscriptionInactive = errors.New("the subscription is inactive")
+	errShuttingDown         = errors.New("the gateway is shutting down")
 )
 
 // pluginError is a plugin's failure to prepare an attempt; the attempt counts as failed.
@@ -45,10 +47,13 @@ type round struct {
 	chain []plugins.Plugin
 	// slot says whether the round holds one of its lane's slots (an attempt in flight, or
 	// about to start); retrying, whether the next prepare is a quick retry's. The engine's
-	// mutex guards slot (which only the round's goroutine changes after it starts) and token.
+	// mutex guards slot (which only the round's goroutine changes after it starts), token
+	// and sent.
 	slot, retrying bool
-	// token is the claim's, or a newer one the engine took over for it.
+	// token is the claim's, or a newer one the engine took over for it; sent says the round
+	// has sent its outcome (or release) with its token, which is final from then on.
 	token int64
+	sent  bool
 	// at is the attempt's start on the injected clock, monoStart on the monotonic one.
 	at, monoStart time.Time
 	attempts      []store.Attempt
@@ -90,6 +95,8 @@ func (r *round) run(ctx context.Context) (o *store.Outcome, ok bool) {
 	}
 	var pe *pluginError
 	switch {
+	case (ctx.Err() != nil || errors.Is(err, errShuttingDown)) && len(r.attempts) == 0:
+		return nil, false // a shutdown before anything was sent: another run takes it from here
 	case errors.Is(err, errSubscriptionDeleted):
 		o.SubscriptionDeleted = true
 	case errors.Is(err, errSubscriptionInactive) && len(r.attempts) == 0:
@@ -98,8 +105,6 @@ func (r *round) run(ctx context.Context) (o *store.Outcome, ok bool) {
 		// A plugin failed before an attempt went out (first, or a quick retry's): that is
 		// the attempt's failure, and its reason.
 		r.attempts = append(r.attempts, store.Attempt{At: e.now().UTC(), Error: pe.Error()})
-	case ctx.Err() != nil && len(r.attempts) == 0:
-		return nil, false // a shutdown: another run takes it from here
 	case len(r.attempts) == 0:
 		// Reading the subscription failed: nothing was sent; it is claimed again later.
 		e.log.Error("delivery not attempted", "delivery_id", c.Delivery.ID, "err", err)
@@ -118,7 +123,7 @@ func (r *round) run(ctx context.Context) (o *store.Outcome, ok bool) {
 		o.Gone, o.Reason = true, "HTTP 410 from target: the subscription is deactivated"
 	case o.SubscriptionDeleted:
 		o.Reason = failureReason(last)
-	case ctx.Err() != nil:
+	case ctx.Err() != nil || errors.Is(err, errShuttingDown):
 		// Cut short by a shutdown: due again as it was; the next run judges the target.
 		o.Interrupted, o.Reason = true, failureReason(last)
 		o.NextAttemptAt = c.Delivery.NextAttemptAt
@@ -136,11 +141,6 @@ func (r *round) run(ctx context.Context) (o *store.Outcome, ok bool) {
 func (e *Engine) prepare(req *http.Request) error {
 	ctx := req.Context()
 	r := roundOf(ctx)
-	if r.retrying && !r.slot {
-		if err := e.acquireSlot(ctx, r); err != nil {
-			return err
-		}
-	}
 	r.retrying = true
 	sub, err := e.currentSubscription(ctx, r.lane)
 	switch {
@@ -151,20 +151,30 @@ func (e *Engine) prepare(req *http.Request) error {
 	case !sub.Active:
 		return errSubscriptionInactive
 	}
-	if r.sub == nil || sub.Version != r.sub.Version || r.chain == nil {
-		chain, err := e.chains.get(sub, e.plugins)
+	if sub != r.sub || r.chain == nil { // read again: it may have changed
+		chain, err := e.chains.get(sub, e.plugins) // the same plugins while their config stays
 		if err != nil {
 			return &pluginError{fmt.Errorf("plugin configuration: %w", err)}
 		}
-		u, err := url.Parse(sub.URL)
-		if err != nil {
-			return &pluginError{fmt.Errorf("target URL: %w", err)}
+		if r.sub == nil || sub.URL != r.sub.URL {
+			u, err := url.Parse(sub.URL)
+			if err != nil {
+				return &pluginError{fmt.Errorf("target URL: %w", err)}
+			}
+			req.URL, req.Host = u, ""
 		}
-		req.URL, req.Host = u, ""
 		r.sub, r.chain = sub, chain
 	}
 	if lim := r.lane.rateLimiter(); lim != nil {
-		if err := lim.Wait(ctx); err != nil {
+		if r.slot {
+			e.releaseSlot(r) // waiting for the rate limit holds no slot either
+		}
+		if err := e.waitRate(ctx, lim); err != nil {
+			return err
+		}
+	}
+	if !r.slot {
+		if err := e.acquireSlot(ctx, r); err != nil {
 			return err
 		}
 	}
@@ -183,6 +193,28 @@ func (e *Engine) prepare(req *http.Request) error {
 	for i, p := range r.chain {
 		if err := p.Apply(pluginCtx, req, r.claim.Event.Payload); err != nil {
 			return &pluginError{fmt.Errorf("plugin %d: %w", i, err)}
+		}
+	}
+	return nil
+}
+
+// waitRate waits for a token of the subscription's rate limit, or until the engine stops.
+func (e *Engine) waitRate(ctx context.Context, lim *rate.Limiter) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-e.stopped:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	if err := lim.Wait(ctx); err != nil {
+		select {
+		case <-e.stopped:
+			return errShuttingDown
+		default:
+			return err
 		}
 	}
 	return nil
@@ -216,10 +248,10 @@ func (e *Engine) checkRetry(ctx context.Context, resp *http.Response, err error)
 	retry := e.shouldRetry(ctx, r, resp, err)
 	// Waiting for a quick retry holds no slot, except in a fifo subscription, where the next
 	// delivery must wait for this one.
+	e.noteAttempt(r.lane, succeeded(a)) // before the slot frees: a third failure makes a probe
 	if r.slot && !(retry && r.fifo()) {
 		e.releaseSlot(r)
 	}
-	e.noteAttempt(r.lane, succeeded(a))
 	if ctx.Err() != nil {
 		return false, ctx.Err()
 	}
@@ -228,6 +260,7 @@ func (e *Engine) checkRetry(ctx context.Context, resp *http.Response, err error)
 
 // shouldRetry decides whether an attempt that just ended is retried in process.
 func (e *Engine) shouldRetry(ctx context.Context, r *round, resp *http.Response, err error) bool {
+	r.retryAfter = 0
 	if ctx.Err() != nil || len(r.attempts) > e.cfg.QuickRetries {
 		return false
 	}
@@ -239,7 +272,6 @@ func (e *Engine) shouldRetry(ctx context.Context, r *round, resp *http.Response,
 		return true
 	}
 	code := resp.StatusCode
-	r.retryAfter = 0
 	if code == http.StatusTooManyRequests || code == http.StatusServiceUnavailable {
 		if wait, ok := retryAfter(resp.Header.Get("Retry-After"), e.now()); ok {
 			r.retryAfter = wait

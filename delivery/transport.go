@@ -23,8 +23,9 @@ import (
 // newHTTPClient returns the client every delivery request goes through, targets' and plugins'
 // own: keepIdleConns → otelhttp (one client span per attempt, which also injects its
 // traceparent) → spanTransport (webhook.* attributes) → policyTransport (require_https,
-// allowed_hosts) → http.Transport, whose dialer holds every address to the SSRF rules.
-func newHTTPClient(sec config.Security, timeout time.Duration, tp trace.TracerProvider) *http.Client {
+// allowed_hosts) → http.Transport, whose dialer holds every address to the SSRF rules. It
+// also returns the http.Transport, whose idle connections the engine closes when it stops.
+func newHTTPClient(sec config.Security, timeout time.Duration, tp trace.TracerProvider) (*http.Client, *http.Transport) {
 	dialer := &net.Dialer{
 		Timeout:   10 * time.Second,
 		KeepAlive: 30 * time.Second,
@@ -62,7 +63,7 @@ func newHTTPClient(sec config.Security, timeout time.Duration, tp trace.TracerPr
 		Timeout: timeout,
 		// Redirects are never followed: a 3xx is the attempt's answer, and a failure.
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-	}
+	}, base
 }
 
 // keepIdleConns hides CloseIdleConnections: retryablehttp calls it on the shared client

@@ -181,11 +181,13 @@ func (g *Gateway) Run(ctx context.Context) error {
 // ShutdownTimeout bounds how long Serve waits for requests in flight once its context ends.
 const ShutdownTimeout = 10 * time.Second
 
-// Serve serves on ln and delivers until ctx ends. Then it shuts down in stages: it stops
-// accepting and waits up to ShutdownTimeout for requests in flight (their events are committed),
-// stops the delivery engine (which lets rounds in flight finish, cancels them after its drain
-// period, and records their outcomes) and pruning, and last the ingest group commit. Nothing
-// it starts outlives it. It returns nil after a clean shutdown.
+// Serve serves on ln and delivers until ctx ends. Then it shuts down: it stops accepting and
+// waits up to ShutdownTimeout for requests in flight (their events are committed); meanwhile
+// the delivery engine stops claiming, lets rounds in flight finish (cancelling them after its
+// drain period) and records their outcomes, and pruning stops; last the ingest group commit
+// stops. Every goroutine it starts has ended when it returns, but for request handlers still
+// running after ShutdownTimeout (their requests were not answered: nothing is lost). It
+// returns nil after a clean shutdown.
 func (g *Gateway) Serve(ctx context.Context, ln net.Listener) error {
 	if err := g.store.RecoverLeases(context.WithoutCancel(ctx)); err != nil {
 		ln.Close()

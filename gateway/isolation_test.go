@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/webhookgw/gateway/config"
+	"github.com/webhookgw/gateway/plugins/builtin"
 	"github.com/webhookgw/gateway/store"
 )
 
@@ -575,4 +577,156 @@ func TestLeasesAreRenewedWhileARoundRuns(t *testing.T) {
 	if rc.count() != 1 {
 		t.Fatalf("%d requests", rc.count())
 	}
+}
+
+// Retries asked for while many deliveries are in flight all run, however the completions and
+// new claims interleave (a claim must never be handed to a round that has already ended).
+func TestRetriesOfDeliveriesInFlightAllRun(t *testing.T) {
+	e := engineEnv(t, func(c *config.Config) { c.Delivery.QuickRetries = 0 })
+	hold := newGate()
+	defer hold.open()
+	rc := newReceiver(t, func(n int, w http.ResponseWriter, r *http.Request) {
+		if n <= 16 {
+			hold.wait(r)
+		}
+	})
+	id := e.subscribe(t, rc.URL, "")
+	e.setPolicy(t, id, store.Policy{MaxInFlight: 16})
+	expect(t, e.post(t, events("h", 16)), http.StatusAccepted)
+	eventually(t, "16 in flight", func() bool { return rc.count() == 16 })
+	for _, d := range e.subscriptionDeliveries(t, id) {
+		expect(t, e.do("POST", "/v1/deliveries/"+d["id"].(string)+"/retry", nil), http.StatusAccepted)
+	}
+	// New events keep the engine claiming while the held rounds complete.
+	stop, stopped := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(stopped)
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+				e.post(t, fmt.Sprintf(`{"id": "k%d", "type": "task.state.updated"}`, i))
+			}
+		}
+	}()
+	hold.open()
+	eventually(t, "every retry ran", func() bool {
+		for i := range 16 {
+			if d := e.deliveryOf(t, fmt.Sprintf("h%d", i)); d["status"] != "succeeded" || d["attempts"] != 2.0 {
+				return false
+			}
+		}
+		return true
+	})
+	close(stop)
+	<-stopped
+}
+
+// A registration reactivated with PUT isActive: true gets its waiting deliveries at once, not
+// at the next poll.
+func TestReactivationThroughPUTResumesAtOnce(t *testing.T) {
+	e := newEnvWith(t, func(c *config.Config) {
+		c.Security.RequireHTTPS, c.Security.AllowPrivateNetworks = false, true
+	}, func(o *gatewayOptions) { o.PollInterval = time.Minute }) // only a wake can resume them
+	hold := newGate()
+	defer hold.open()
+	rc := newReceiver(t, func(_ int, w http.ResponseWriter, r *http.Request) { hold.wait(r) })
+	r := e.do("POST", "/api/WebhookRegistrations", `{"requestId": "R1", "callBackUrl": "`+rc.URL+`",
+		"callBackUserName": "u", "callBackPassword": "p", "sourceSenderId": "m"}`)
+	expect(t, r, http.StatusCreated)
+	id := r.json(t)["registrationId"].(string)
+	e.setPolicy(t, id, store.Policy{MaxInFlight: 2})
+	expect(t, e.post(t, events("c", 8)), http.StatusAccepted)
+	eventually(t, "two in flight", func() bool { return rc.count() == 2 })
+	expect(t, e.do("PUT", "/api/WebhookRegistrations/"+id, `{"isActive": false}`), http.StatusOK)
+	hold.open()
+	eventually(t, "the two in flight succeeded", func() bool { return e.countDeliveries(t, id, store.Succeeded) == 2 })
+	expect(t, e.do("PUT", "/api/WebhookRegistrations/"+id, `{"isActive": true}`), http.StatusOK)
+	eventually(t, "the six waiting delivered", func() bool { return rc.count() == 8 })
+}
+
+// A rate-limited subscription's deliveries wait for its token bucket without holding the
+// engine's slots: another subscription still gets them all.
+func TestRateLimitWaitHoldsNoSlot(t *testing.T) {
+	e := engineEnv(t, func(c *config.Config) {
+		c.Delivery.MaxInFlight, c.Delivery.MaxInFlightPerSubscription = 8, 8
+	})
+	limited := newReceiver(t, nil)
+	a := e.subscribe(t, limited.URL, `, "events": ["transaction.state.updated"]`)
+	e.setPolicy(t, a, store.Policy{RateLimit: 0.5})
+	var g gauge
+	hold := newGate()
+	defer hold.open()
+	rc := newReceiver(t, func(_ int, w http.ResponseWriter, r *http.Request) {
+		g.enter()
+		defer g.leave()
+		hold.wait(r)
+	})
+	e.subscribe(t, rc.URL, `, "events": ["task.state.updated"]`)
+	var batch []string
+	for i := range 8 {
+		batch = append(batch, fmt.Sprintf(`{"id": "a%d", "type": "transaction.state.updated"}`, i))
+	}
+	expect(t, e.post(t, "["+strings.Join(batch, ",")+"]"), http.StatusAccepted)
+	eventually(t, "the limited subscription's first", func() bool { return limited.count() == 1 })
+	expect(t, e.post(t, events("b", 8)), http.StatusAccepted)
+	eventually(t, "all 8 slots to the other subscription", func() bool { return g.now.Load() == 8 })
+}
+
+// A declared subscription removed from the file and declared again with another token is
+// sent with the new token: plugin instances follow their configuration, not the version
+// (which starts again at 1).
+func TestRedeclaredSubscriptionUsesItsNewPlugins(t *testing.T) {
+	e := engineEnv(t, nil)
+	rc := newReceiver(t, nil)
+	sync := func(y string) {
+		t.Helper()
+		cfg, err := config.Parse([]byte("security: {require_https: false, allow_private_networks: true}\n"+y),
+			func(string) (string, bool) { return "", false }, builtin.Registry())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := e.gw.SyncSubscriptions(t.Context(), cfg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	declare := func(token string) string {
+		return "subscriptions:\n  - id: billing\n    url: " + rc.URL +
+			"\n    plugins:\n      - name: bearer\n        config: { token: " + token + " }\n"
+	}
+	sync(declare("AAAA"))
+	expect(t, e.post(t, `{"id": "x1", "type": "task.state.updated"}`), http.StatusAccepted)
+	eventually(t, "recorded", func() bool { return e.deliveryStatus(t, "x1") == "succeeded" })
+	sync("subscriptions: []\n")
+	sync(declare("BBBB"))
+	expect(t, e.post(t, `{"id": "x2", "type": "task.state.updated"}`), http.StatusAccepted)
+	eventually(t, "delivered", func() bool { return rc.count() == 2 })
+	if got := rc.request(1).header.Get("Authorization"); got != "Bearer BBBB" {
+		t.Fatalf("the declared-again subscription sent %q, want Bearer BBBB", got)
+	}
+}
+
+// The delivery client's keep-alive connections end with Serve.
+func TestNoDeliveryConnectionOutlivesServe(t *testing.T) {
+	e := engineEnv(t, nil)
+	rc := newReceiver(t, nil)
+	e.subscribe(t, rc.URL, "")
+	expect(t, e.post(t, `{"id": "g1", "type": "task.state.updated"}`), http.StatusAccepted)
+	eventually(t, "delivered", func() bool { return e.deliveryStatus(t, "g1") == "succeeded" })
+	http.DefaultClient.CloseIdleConnections() // the test's own
+	if err := e.shutdown(); err != nil {
+		t.Fatal(err)
+	}
+	// Closed connections end their goroutines shortly after; the receiver's own connections
+	// are httptest's.
+	eventually(t, "no client connection left", func() bool {
+		buf := make([]byte, 1<<20)
+		for _, g := range strings.Split(string(buf[:runtime.Stack(buf, true)]), "\n\n") {
+			if strings.Contains(g, "persistConn") && !strings.Contains(g, "httptest") {
+				return false
+			}
+		}
+		return true
+	})
 }

@@ -126,6 +126,10 @@ func (g *Gateway) updateOwned(c *fiber.Ctx, change func(*store.Subscription) err
 	if errors.Is(err, store.ErrNotFound) {
 		return nil, notFound(id)
 	}
+	if err == nil {
+		// A reactivation's deliveries, or a raised max_in_flight, go out at once.
+		g.engine.Wake()
+	}
 	return sub, err
 }
 

@@ -81,7 +81,7 @@ type Subscription struct {
 	Policy Policy
 
 	// Version grows whenever what a delivery is sent with changes: URL, Events, Headers,
-	// Plugins, Username, Password or Policy. Plugin instances live as long as one version.
+	// Plugins, Username, Password or Policy.
 	// Backends set it; delivery outcomes never change it.
 	Version int64
 

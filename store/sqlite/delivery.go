@@ -97,9 +97,12 @@ const (
 
 	claimReturning = ` RETURNING id, event_id, subscription_id, status, attempts, step, next_attempt_at,
 		last_status_code, last_error, created_at, updated_at, lease_token`
-	// claimSQL leases one subscription's due deliveries, the longest due first. A new round
-	// serves any retry asked for while an earlier one was in flight (retry_requested).
-	claimSQL = `UPDATE deliveries SET lease_until = ?1, lease_token = lease_token + 1, retry_requested = 0 WHERE id IN (
+	// keepRetryRequested is how a claim treats retry_requested: a new round serves a retry
+	// asked for while an earlier one was in flight, unless it takes over a lease that ran out
+	// (lease_until not 0), whose round may still be running and must not lose the request.
+	keepRetryRequested = `retry_requested = CASE WHEN lease_until = 0 THEN 0 ELSE retry_requested END`
+	// claimSQL leases one subscription's due deliveries, the longest due first.
+	claimSQL = `UPDATE deliveries SET lease_until = ?1, lease_token = lease_token + 1, ` + keepRetryRequested + ` WHERE id IN (
 		SELECT id FROM deliveries WHERE subscription_id = ?2 AND status = 'pending' AND paused = 0
 		AND next_attempt_at <= ?3 AND lease_until <= ?3 ORDER BY next_attempt_at LIMIT ?4)` + claimReturning
 	// nextDueSQL is when a subscription's earliest unleased pending delivery is due.
@@ -108,7 +111,7 @@ const (
 	// fifoHeadSQL is a subscription's oldest pending delivery, in ingest order.
 	fifoHeadSQL = `SELECT id, next_attempt_at, lease_until FROM deliveries WHERE subscription_id = ?
 		AND status = 'pending' AND paused = 0 ORDER BY created_at, rowid LIMIT 1`
-	claimOneSQL = `UPDATE deliveries SET lease_until = ?, lease_token = lease_token + 1, retry_requested = 0
+	claimOneSQL = `UPDATE deliveries SET lease_until = ?, lease_token = lease_token + 1, ` + keepRetryRequested + `
 		WHERE id = ?` + claimReturning
 	releaseSQL = "UPDATE deliveries SET lease_until = 0 WHERE id = ? AND lease_token = ?"
 	// extendSQL moves a lease still held: not ended by a completion, a release or RecoverLeases

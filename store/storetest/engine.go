@@ -363,8 +363,10 @@ func testRetryLeased(t *testing.T, s store.Store) {
 }
 
 // testRetryLeasedServedByNextRound asks for a retry while a round is in flight, then the round
-// ends without completing (released, or its lease expired): the next round serves the request,
-// and its completion does not schedule another.
+// ends without completing. Released, it is over: the next round serves the request, and its
+// completion schedules no other. Its lease expired, it may still be running (the claim takes it
+// over): the request stays, and the next round's completion makes the delivery due again, so
+// that a retry is never lost (at worst it is sent once more).
 func testRetryLeasedServedByNextRound(t *testing.T, s store.Store) {
 	ctx := context.Background()
 	subscriber(t, s, "a", "x")
@@ -386,8 +388,8 @@ func testRetryLeasedServedByNextRound(t *testing.T, s store.Store) {
 		failure(first.claim("expired/a"), at(time.Second), nil, 500)), first.claim("expired/a").Delivery.ID)
 	complete(t, s, at(3*time.Minute), success(r.claim("released/a"), at(2*time.Minute)), success(r.claim("expired/a"), at(2*time.Minute)))
 	wantState(t, s, deliveryOf(t, s, "released", "a"), `succeeded attempts=1 step=0 next=- finished=+3m0s code=200 error=""`)
-	wantState(t, s, deliveryOf(t, s, "expired", "a"), `succeeded attempts=2 step=0 next=- finished=+3m0s code=200 error=""`)
-	wantDue(t, s, at(4*time.Minute), "")
+	wantState(t, s, deliveryOf(t, s, "expired", "a"), `pending attempts=2 step=0 next=+3m0s finished=- code=200 error=""`)
+	wantDue(t, s, at(4*time.Minute), "a:+3m0s")
 }
 
 // testRetryLeasedThenDeleted asks for a retry while a round is in flight, then the subscription

@@ -9,7 +9,7 @@ ALTER TABLE deliveries ADD COLUMN retry_requested INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE deliveries ADD COLUMN paused INTEGER NOT NULL DEFAULT 0;
 
 UPDATE deliveries SET paused = 1 WHERE status = 'pending'
-    AND subscription_id NOT IN (SELECT id FROM subscriptions WHERE active = 1);
+    AND subscription_id IN (SELECT id FROM subscriptions WHERE active = 0);
 
 DROP INDEX deliveries_due;
 -- One subscription's due work, in due order: the claim and the next-due look-up.
@@ -18,7 +18,7 @@ CREATE INDEX deliveries_queue ON deliveries (subscription_id, next_attempt_at) W
 CREATE INDEX deliveries_fifo ON deliveries (subscription_id, created_at) WHERE status = 'pending' AND paused = 0;
 
 -- version grows when what a delivery is sent with changes (URL, events, headers, plugins,
--- credentials, policy); plugin instances live as long as one version.
+-- credentials, policy).
 ALTER TABLE subscriptions ADD COLUMN version INTEGER NOT NULL DEFAULT 1;
 ALTER TABLE subscriptions ADD COLUMN max_in_flight INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE subscriptions ADD COLUMN rate_limit REAL NOT NULL DEFAULT 0;
