@@ -164,7 +164,7 @@ func serve(path string, explicit bool, stdout, stderr io.Writer) error {
 			log.Warn("flushing spans", "err", err)
 		}
 	}()
-	st, err := openStore(ctx, cfg.Store)
+	st, err := openStore(ctx, cfg.Store, log)
 	if err != nil {
 		return err
 	}
@@ -228,10 +228,18 @@ func reload(ctx context.Context, gw *gateway.Gateway, running *config.Config, pa
 	log.Info("SIGHUP: subscriptions reloaded; other settings apply at the next start", "config", path)
 }
 
-func openStore(ctx context.Context, cfg config.Store) (store.Store, error) {
+func openStore(ctx context.Context, cfg config.Store, log *slog.Logger) (store.Store, error) {
+	secrets, err := cfg.SecretBox() // validated
+	if err != nil {
+		return nil, err
+	}
+	if secrets.Current() == "" {
+		log.Warn("stored secrets are not encrypted: registration passwords and plugin secrets are stored in clear; " +
+			"set store.encryption_key (GATEWAY_ENCRYPTION_KEY in the shipped gateway.yaml) to a key made with: openssl rand -base64 32")
+	}
 	switch cfg.Driver {
 	case "sqlite":
-		return sqlite.Open(ctx, cfg.DSN, sqlite.Options{Synchronous: cfg.Synchronous})
+		return sqlite.Open(ctx, cfg.DSN, sqlite.Options{Synchronous: cfg.Synchronous, Secrets: secrets, Logger: log})
 	}
 	return nil, fmt.Errorf("store.driver %q is not available in this build", cfg.Driver)
 }

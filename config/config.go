@@ -58,6 +58,14 @@ type Store struct {
 	// Synchronous is SQLite's durability level: "normal" survives a process crash, "full"
 	// also a power loss.
 	Synchronous string `yaml:"synchronous"`
+	// EncryptionKey is the key stored secrets (registration passwords, plugin configurations)
+	// are encrypted under with AES-256-GCM: the standard base64 of 32 random bytes, as
+	// `openssl rand -base64 32` prints. Empty stores them in clear, and serve says so at start.
+	EncryptionKey string `yaml:"encryption_key"`
+	// PreviousEncryptionKeys open secrets stored under earlier keys; at start every secret not
+	// under EncryptionKey is encrypted again under it (or stored in clear when it is empty).
+	// Empty entries (an unset ${VAR}) are ignored.
+	PreviousEncryptionKeys []string `yaml:"previous_encryption_keys"`
 }
 
 // Events declares the event types producers may post.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"strings"
 
@@ -124,7 +125,26 @@ func expandNode(n *yaml.Node, path string, lookup func(string) (string, bool), p
 
 // Expand replaces ${VAR} with the value of VAR and ${VAR:-default} with the value of VAR, or
 // default when VAR is unset or empty. "$${" stands for a literal "${". Any other "$" is kept.
+// Secrets may come from files, the Kubernetes and Docker way: ${file:PATH} is the content of
+// the file at PATH, and when VAR is unset or empty but VAR_FILE is set, ${VAR} is the content
+// of the file VAR_FILE names (in both, one trailing newline is dropped). Files are read with
+// ReadSecretFile.
 func Expand(s string, lookup func(string) (string, bool)) (string, error) {
+	return Source{Env: lookup}.Expand(s)
+}
+
+// Source is where ${...} references find their values.
+type Source struct {
+	// Env looks up an environment variable, as os.LookupEnv does.
+	Env func(name string) (string, bool)
+	// ReadFile reads the file of a ${file:PATH} reference or a VAR_FILE variable; nil is
+	// ReadSecretFile.
+	ReadFile func(path string) ([]byte, error)
+}
+
+// Expand expands s as the package's Expand does, with src's environment and files. Its errors
+// name the variable or the file, never a value read.
+func (src Source) Expand(s string) (string, error) {
 	var b strings.Builder
 	for {
 		i := strings.Index(s, "$")
@@ -143,13 +163,9 @@ func Expand(s string, lookup func(string) (string, bool)) (string, error) {
 			if end < 0 {
 				return "", fmt.Errorf("unterminated ${ in %q", s)
 			}
-			name, def, hasDef := strings.Cut(s[2:end], ":-")
-			if !validEnvName(name) {
-				return "", fmt.Errorf("bad variable name %q in ${...}", name)
-			}
-			val, ok := lookup(name)
-			if hasDef && (!ok || val == "") {
-				val = def
+			val, err := src.value(s[2:end])
+			if err != nil {
+				return "", err
 			}
 			b.WriteString(val)
 			s = s[end+1:]
@@ -158,6 +174,83 @@ func Expand(s string, lookup func(string) (string, bool)) (string, error) {
 			s = s[1:]
 		}
 	}
+}
+
+// value is what the reference ref (the text between "${" and "}") stands for.
+func (src Source) value(ref string) (string, error) {
+	if path, ok := strings.CutPrefix(ref, "file:"); ok {
+		if path == "" {
+			return "", errors.New("${file:} names no file")
+		}
+		val, err := src.readFile(path)
+		if err != nil {
+			return "", fmt.Errorf("${file:%s}: %w", path, err)
+		}
+		return val, nil
+	}
+	name, def, hasDef := strings.Cut(ref, ":-")
+	if !validEnvName(name) {
+		return "", fmt.Errorf("bad variable name %q in ${...}", name)
+	}
+	val, _ := src.Env(name)
+	if path, ok := src.Env(name + "_FILE"); val == "" && ok && path != "" {
+		v, err := src.readFile(path)
+		if err != nil {
+			return "", fmt.Errorf("${%s}: %s is unset or empty, and %s_FILE names a file that cannot be read: %w", name, name, name, err)
+		}
+		val = v
+	}
+	if hasDef && val == "" {
+		val = def
+	}
+	return val, nil
+}
+
+// readFile returns the content of the file at path without its one trailing newline.
+func (src Source) readFile(path string) (string, error) {
+	read := src.ReadFile
+	if read == nil {
+		read = ReadSecretFile
+	}
+	b, err := read(path)
+	if err != nil {
+		return "", err
+	}
+	s := string(b)
+	if t, ok := strings.CutSuffix(s, "\n"); ok {
+		s = strings.TrimSuffix(t, "\r")
+	}
+	return s, nil
+}
+
+// MaxSecretFile is the largest file a ${file:PATH} reference or a VAR_FILE variable may name.
+const MaxSecretFile = 1 << 20
+
+// ReadSecretFile reads the file at path for a ${file:PATH} reference or a VAR_FILE variable.
+// It reads regular files only (a symbolic link to one, as Kubernetes mounts secrets, is
+// fine), of at most MaxSecretFile bytes; a relative path is relative to the working directory.
+// Its errors name the path.
+func ReadSecretFile(path string) ([]byte, error) {
+	info, err := os.Stat(path)
+	if err != nil {
+		return nil, err
+	}
+	if !info.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s: not a regular file", path)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, MaxSecretFile+1))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	if len(b) > MaxSecretFile {
+		return nil, fmt.Errorf("%s: larger than %d bytes", path, MaxSecretFile)
+	}
+	return b, nil
 }
 
 func validEnvName(name string) bool {

@@ -43,6 +43,9 @@ func (c *Config) Validate(plugins PluginChecker) error {
 	default:
 		ps.Add("store.synchronous", "must be normal or full, not %q", c.Store.Synchronous)
 	}
+	if _, err := c.Store.SecretBox(); err != nil {
+		ps = append(ps, err.(Problems)...)
+	}
 
 	if len(c.Events.Types) == 0 {
 		ps.Add("events.types", "must name at least one event type")

@@ -61,6 +61,9 @@ type round struct {
 	retryAfter time.Duration
 	// traceID is the trace of the attempt under way, set by spanTransport.
 	traceID string
+	// pluginHeaders are the headers the plugins set on the attempt under way: credentials,
+	// redacted from the response body the attempt log keeps.
+	pluginHeaders []string
 }
 
 type roundKey struct{}
@@ -190,11 +193,13 @@ func (e *Engine) prepare(req *http.Request) error {
 	}
 	// Plugins' own requests (oauth2's token request) are not the attempt.
 	pluginCtx := context.WithValue(ctx, roundKey{}, (*round)(nil))
+	before := h.Clone()
 	for i, p := range r.chain {
 		if err := p.Apply(pluginCtx, req, r.claim.Event.Payload); err != nil {
 			return &pluginError{fmt.Errorf("plugin %d: %w", i, err)}
 		}
 	}
+	r.pluginHeaders = pluginHeaders(before, req.Header)
 	return nil
 }
 
@@ -234,7 +239,7 @@ func (e *Engine) checkRetry(ctx context.Context, resp *http.Response, err error)
 		a.Error = errorText(err)
 	} else {
 		a.StatusCode = resp.StatusCode
-		a.ResponseBody, _ = io.ReadAll(io.LimitReader(resp.Body, responseBodyLimit))
+		a.ResponseBody = readResponseBody(resp, r.pluginHeaders)
 		if len(a.ResponseBody) == 0 {
 			a.ResponseBody = nil
 		}
@@ -256,6 +261,25 @@ func (e *Engine) checkRetry(ctx context.Context, resp *http.Response, err error)
 		return false, ctx.Err()
 	}
 	return retry, nil
+}
+
+// readResponseBody returns the first responseBodyLimit bytes of resp's body with the attempt's
+// credentials redacted (a target may echo the request's headers): the values of Authorization
+// and of the headers the plugins set (pluginHeaders), as the request carried them. It reads
+// as far past the limit as the longest credential reaches, so that one straddling the limit is
+// redacted too.
+func readResponseBody(resp *http.Response, pluginHeaders []string) []byte {
+	var creds []string
+	if resp.Request != nil {
+		creds = credentials(resp.Request.Header, pluginHeaders)
+	}
+	extra := 0
+	if len(creds) > 0 {
+		extra = len(creds[0]) - 1 // longest first
+	}
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, int64(responseBodyLimit+extra)))
+	body = redact(body, creds)
+	return body[:min(len(body), responseBodyLimit)]
 }
 
 // shouldRetry decides whether an attempt that just ended is retried in process.

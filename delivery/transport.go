@@ -92,19 +92,20 @@ func (t policyTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	return t.rt.RoundTrip(req)
 }
 
-// spanTransport runs under otelhttp's, inside the attempt's client span: it adds what otelhttp
-// does not set (the webhook.* attributes, http.request.resend_count, error.type for a 3xx) and
-// a url.full without query values, and notes the trace id for the attempt log. Only the
-// attempt request carries its round in the context; a plugin's own request (oauth2's token
-// request) does not, and is not an attempt.
+// spanTransport runs under otelhttp's, inside the request's client span. For every request,
+// attempts and plugins' own (oauth2's token request) alike, it replaces otelhttp's url.full
+// with one without credentials or query values. For an attempt it adds what otelhttp does not
+// set (the webhook.* attributes, http.request.resend_count, error.type for a 3xx) and notes the
+// trace id for the attempt log. Only the attempt request carries its round in the context; a
+// plugin's own request does not, and is not an attempt.
 type spanTransport struct{ rt http.RoundTripper }
 
 func (t spanTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	span := trace.SpanFromContext(req.Context())
+	span.SetAttributes(attribute.String("url.full", redactedURL(req.URL)))
 	if r := roundOf(req.Context()); r != nil {
 		attempt := r.claim.Delivery.Attempts + len(r.attempts) + 1
 		attrs := []attribute.KeyValue{
-			attribute.String("url.full", redactedURL(req.URL)),
 			attribute.String("webhook.event.id", r.claim.Event.ID),
 			attribute.String("webhook.event.type", r.claim.Event.Type),
 			attribute.String("webhook.subscription.id", r.claim.Delivery.SubscriptionID),

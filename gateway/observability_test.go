@@ -634,3 +634,55 @@ func TestReadyzWithoutTheDispatcher(t *testing.T) {
 		t.Fatalf("readyz of a gateway that is not serving: %v %v", resp.StatusCode, err)
 	}
 }
+
+// A plugin's own request (oauth2's token request) gets url.full with query values redacted,
+// as attempts do: otelhttp's own url.full would show them.
+func TestPluginRequestSpanRedactsQuery(t *testing.T) {
+	tp, rec := recorded()
+	e := newEnvWith(t, func(c *config.Config) {
+		c.Security.RequireHTTPS = false
+		c.Security.AllowPrivateNetworks = true
+	}, func(o *gatewayOptions) { o.TracerProvider = tp; o.PollInterval = 5 * time.Millisecond })
+	tokens := newReceiver(t, func(_ int, w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"access_token": "t", "token_type": "Bearer", "expires_in": 3600}`)
+	})
+	target := newReceiver(t, nil)
+	e.subscribe(t, target.URL+"/hooks?sig=target-query-secret", `, "plugins": [{"name": "oauth2", "config": {
+		"token_url": "`+tokens.URL+`/token?audience=token-query-secret&tenant=t1", "client_id": "a", "client_secret": "b"}}]`)
+	e.post(t, `{"id": "q1", "type": "task.state.updated"}`)
+	eventually(t, "delivered", func() bool { return e.deliveryStatus(t, "q1") == "succeeded" })
+
+	var tokenSpan, attemptSpan sdktrace.ReadOnlySpan
+	eventually(t, "token request and attempt spans", func() bool {
+		for _, s := range rec.Ended() {
+			if s.SpanKind() != trace.SpanKindClient {
+				continue
+			}
+			u, _ := spanAttr(s, "url.full")
+			switch {
+			case strings.HasPrefix(u.AsString(), tokens.URL):
+				tokenSpan = s
+			case strings.HasPrefix(u.AsString(), target.URL):
+				attemptSpan = s
+			}
+		}
+		return tokenSpan != nil && attemptSpan != nil
+	})
+	if u, _ := spanAttr(tokenSpan, "url.full"); u.AsString() != tokens.URL+"/token?audience=REDACTED&tenant=REDACTED" {
+		t.Errorf("token request url.full %q", u.AsString())
+	}
+	if u, _ := spanAttr(attemptSpan, "url.full"); u.AsString() != target.URL+"/hooks?sig=REDACTED" {
+		t.Errorf("attempt url.full %q", u.AsString())
+	}
+	for _, s := range rec.Ended() {
+		for _, a := range s.Attributes() {
+			if v := a.Value.String(); strings.Contains(v, "query-secret") {
+				t.Errorf("span %q: %s = %q", s.Name(), a.Key, v)
+			}
+		}
+		if strings.Contains(s.Name()+s.Status().Description, "query-secret") {
+			t.Errorf("span %q (%s) shows a query value", s.Name(), s.Status().Description)
+		}
+	}
+}

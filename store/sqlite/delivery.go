@@ -327,7 +327,7 @@ func (s *Store) txSubscription(ctx context.Context, tx *sql.Tx, id string) (*sto
 	if err != nil {
 		return nil, err
 	}
-	sub, err := scanSubscription(st.QueryRowContext(ctx, id))
+	sub, err := s.scanSubscription(st.QueryRowContext(ctx, id))
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, fmt.Errorf("subscription %q: %w", id, store.ErrNotFound)
 	}

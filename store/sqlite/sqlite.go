@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"net/url"
 	"runtime"
 	"sort"
@@ -25,6 +26,7 @@ import (
 	_ "modernc.org/sqlite" // registers the "sqlite" driver
 
 	"github.com/webhookgw/gateway/store"
+	"github.com/webhookgw/gateway/store/secretbox"
 )
 
 //go:embed migrations/*.sql
@@ -35,6 +37,15 @@ type Options struct {
 	// Synchronous is "normal" (the default: survives a process crash) or "full" (also a power
 	// loss).
 	Synchronous string
+	// Secrets seals registration passwords and plugin configurations (which hold tokens and
+	// secrets) before they are written, and opens them when they are read, so that the file
+	// holds them encrypted and callers see them in clear. Nil stores them in clear. Open seals
+	// again every stored secret that is not under the box's current key (plaintext from before
+	// encryption was turned on, or a previous key's), and fails, naming the key id, when one
+	// is under a key the box does not hold.
+	Secrets *secretbox.Box
+	// Logger hears what Open did to stored secrets; nil is silent.
+	Logger *slog.Logger
 }
 
 // Store is the SQLite Store.
@@ -43,6 +54,8 @@ type Store struct {
 	read  *sql.DB // a pool, query_only
 
 	stmts map[string]*sql.Stmt // hotQueries, prepared at Open; read-only after
+
+	secrets *secretbox.Box // nil: in clear
 
 	generation atomic.Uint64 // see SubscriptionGeneration
 }
@@ -82,8 +95,12 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 	}
 	write.SetMaxOpenConns(1)
 	write.SetConnMaxIdleTime(0)
-	s := &Store{write: write, stmts: make(map[string]*sql.Stmt)}
+	s := &Store{write: write, stmts: make(map[string]*sql.Stmt), secrets: opts.Secrets}
 	if err := s.migrate(ctx); err != nil {
+		write.Close()
+		return nil, fmt.Errorf("sqlite: %s: %w", path, err)
+	}
+	if err := s.reseal(ctx, opts.Logger); err != nil {
 		write.Close()
 		return nil, fmt.Errorf("sqlite: %s: %w", path, err)
 	}
@@ -222,7 +239,7 @@ var insertSubscription = "INSERT INTO subscriptions (" + subscriptionColumns + "
 // CreateSubscription stores sub.
 func (s *Store) CreateSubscription(ctx context.Context, sub *store.Subscription) error {
 	sub.Version = max(sub.Version, 1)
-	args, err := subscriptionArgs(sub)
+	args, err := s.subscriptionArgs(sub)
 	if err != nil {
 		return err
 	}
@@ -244,7 +261,7 @@ var selectSubscriptionSQL = "SELECT " + subscriptionColumns + " FROM subscriptio
 
 // GetSubscription returns the subscription with id. Transactions read through txSubscription.
 func (s *Store) GetSubscription(ctx context.Context, id string) (*store.Subscription, error) {
-	sub, err := scanSubscription(s.read.QueryRowContext(ctx, selectSubscriptionSQL, id))
+	sub, err := s.scanSubscription(s.read.QueryRowContext(ctx, selectSubscriptionSQL, id))
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, fmt.Errorf("subscription %q: %w", id, store.ErrNotFound)
 	}
@@ -280,7 +297,7 @@ func (s *Store) ListSubscriptions(ctx context.Context, opts store.ListOptions) (
 	defer rows.Close()
 	var subs []*store.Subscription
 	for rows.Next() {
-		sub, err := scanSubscription(rows)
+		sub, err := s.scanSubscription(rows)
 		if err != nil {
 			return nil, err
 		}
@@ -331,7 +348,7 @@ const updateSubscriptionSQL = `UPDATE subscriptions SET kind = ?, source = ?, ur
 	version = ?, created_at = ?, updated_at = ? WHERE id = ?`
 
 func (s *Store) updateSubscription(ctx context.Context, tx *sql.Tx, sub *store.Subscription) error {
-	args, err := subscriptionArgs(sub)
+	args, err := s.subscriptionArgs(sub)
 	if err != nil {
 		return err
 	}
@@ -382,7 +399,7 @@ func (s *Store) SyncFileSubscriptions(ctx context.Context, subs []*store.Subscri
 				sub := *want
 				sub.Kind, sub.Source, sub.Active, sub.Version = store.KindWebhook, store.SourceFile, true, 1
 				sub.CreatedAt, sub.UpdatedAt = now, now
-				args, err := subscriptionArgs(&sub)
+				args, err := s.subscriptionArgs(&sub)
 				if err != nil {
 					return err
 				}
@@ -440,8 +457,9 @@ func (s *Store) SyncFileSubscriptions(ctx context.Context, subs []*store.Subscri
 	return res, err
 }
 
-// subscriptionArgs returns sub's values in the order of subscriptionColumns.
-func subscriptionArgs(sub *store.Subscription) ([]any, error) {
+// subscriptionArgs returns sub's values in the order of subscriptionColumns, its password and
+// plugin configurations sealed.
+func (s *Store) subscriptionArgs(sub *store.Subscription) ([]any, error) {
 	events, err := json.Marshal(sub.Events)
 	if err != nil {
 		return nil, err
@@ -454,17 +472,17 @@ func subscriptionArgs(sub *store.Subscription) ([]any, error) {
 		}
 		headers = string(b)
 	}
-	plugins := sub.Plugins
-	if plugins == nil {
-		plugins = []store.Plugin{}
+	password, err := s.secrets.Seal(sub.Password, passwordAAD(sub.ID))
+	if err != nil {
+		return nil, err
 	}
-	pluginsJSON, err := json.Marshal(plugins)
+	plugins, err := s.sealPlugins(sub.ID, sub.Plugins)
 	if err != nil {
 		return nil, err
 	}
 	return []any{
-		sub.ID, string(sub.Kind), string(sub.Source), sub.URL, string(events), headers, string(pluginsJSON),
-		sub.RequestID, sub.SourceSenderID, sub.Username, sub.Password, sub.Active, nanos(sub.DeactivatedAt),
+		sub.ID, string(sub.Kind), string(sub.Source), sub.URL, string(events), headers, plugins,
+		sub.RequestID, sub.SourceSenderID, sub.Username, password, sub.Active, nanos(sub.DeactivatedAt),
 		sub.InErrorState, sub.ErrorStateReason, nanos(sub.DetectedErrorStateAt), sub.ConsecutiveFailures,
 		sub.Policy.MaxInFlight, sub.Policy.RateLimit, string(sub.Policy.Ordering), sub.Version,
 		sub.CreatedAt.UnixNano(), sub.UpdatedAt.UnixNano(),
@@ -473,17 +491,19 @@ func subscriptionArgs(sub *store.Subscription) ([]any, error) {
 
 type scanner interface{ Scan(dest ...any) error }
 
-func scanSubscription(row scanner) (*store.Subscription, error) {
+// scanSubscription reads a row of subscriptionColumns, opening its password and plugin
+// configurations.
+func (s *Store) scanSubscription(row scanner) (*store.Subscription, error) {
 	var (
 		sub                            store.Subscription
 		kind, source, events, plugins  string
-		ordering                       string
+		password, ordering             string
 		headers                        sql.NullString
 		deactivatedAt, detectedErrorAt sql.NullInt64
 		createdAt, updatedAt           int64
 	)
 	err := row.Scan(&sub.ID, &kind, &source, &sub.URL, &events, &headers, &plugins, &sub.RequestID,
-		&sub.SourceSenderID, &sub.Username, &sub.Password, &sub.Active, &deactivatedAt, &sub.InErrorState,
+		&sub.SourceSenderID, &sub.Username, &password, &sub.Active, &deactivatedAt, &sub.InErrorState,
 		&sub.ErrorStateReason, &detectedErrorAt, &sub.ConsecutiveFailures, &sub.Policy.MaxInFlight,
 		&sub.Policy.RateLimit, &ordering, &sub.Version, &createdAt, &updatedAt)
 	if err != nil {
@@ -498,11 +518,11 @@ func scanSubscription(row scanner) (*store.Subscription, error) {
 			return nil, fmt.Errorf("subscription %q: headers: %w", sub.ID, err)
 		}
 	}
-	if err := json.Unmarshal([]byte(plugins), &sub.Plugins); err != nil {
-		return nil, fmt.Errorf("subscription %q: plugins: %w", sub.ID, err)
+	if sub.Password, err = s.secrets.Open(password, passwordAAD(sub.ID)); err != nil {
+		return nil, fmt.Errorf("subscription %q: password: %w", sub.ID, err)
 	}
-	if len(sub.Plugins) == 0 {
-		sub.Plugins = nil
+	if sub.Plugins, err = s.openPlugins(sub.ID, plugins); err != nil {
+		return nil, err
 	}
 	sub.DeactivatedAt = fromNanos(deactivatedAt)
 	sub.DetectedErrorStateAt = fromNanos(detectedErrorAt)
