@@ -156,7 +156,7 @@ func New(opts Options) (*Gateway, error) {
 		IdleTimeout:           120 * time.Second,
 		ReadBufferSize:        16 << 10, // the request line and headers: more is 431
 		ErrorHandler:          g.handleError,
-		JSONEncoder:           json.Marshal,
+		JSONEncoder:           marshalJSON,
 		JSONDecoder:           json.Unmarshal,
 	})
 	// A response during shutdown says Connection: close, so keep-alive clients let go.

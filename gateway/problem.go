@@ -100,6 +100,16 @@ func decodeStrictJSON(body []byte, v any) error {
 	return nil
 }
 
+// marshalJSON is the app's JSON encoder (c.JSON): json.Marshal with a newline after the value,
+// as the problem documents end, so that curl's output and a shell prompt stay on lines of their own.
+func marshalJSON(v any) ([]byte, error) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return nil, err
+	}
+	return append(b, '\n'), nil
+}
+
 func jsonProblem(err error) error {
 	var syntax *json.SyntaxError
 	var typ *json.UnmarshalTypeError
