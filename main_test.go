@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -411,4 +412,38 @@ func TestSpansFlushedAtShutdown(t *testing.T) {
 	if !strings.Contains(out, `"Name":"POST"`) || !strings.Contains(out, `"webhook.event.id"`) {
 		t.Fatalf("no attempt span in the output:\n%s", out)
 	}
+}
+
+// One process per SQLite file: a second serve on the file a running gateway has open refuses
+// to start, naming the file and the running one's pid, and leaves the first one serving.
+func TestSecondServeOnTheSameFileRefusesToStart(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "gateway.yaml")
+	writeConfig(t, cfg, "admin:\n  tokens: ["+testToken+"]\nstore:\n  dsn: shared.db\n")
+	first := startGateway(t, dir, cfg)
+
+	cmd := command(t, dir, []string{"GATEWAY_LISTEN=" + freeAddr(t)}, "serve", "--config", cfg)
+	done := make(chan struct{})
+	var out []byte
+	go func() { out, _ = cmd.CombinedOutput(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(20 * time.Second):
+		cmd.Process.Kill()
+		<-done
+		t.Fatalf("the second serve did not exit within 20s\n%s", out)
+	}
+	db := filepath.Join(dir, "shared.db")
+	pid := strconv.Itoa(first.cmd.Process.Pid)
+	if code := cmd.ProcessState.ExitCode(); code == 0 || !strings.Contains(string(out), db) || !strings.Contains(string(out), "process "+pid) {
+		t.Fatalf("second serve: exit %d; want non-zero, naming %s and process %s:\n%s", code, db, pid, out)
+	}
+	if s, _ := first.request(testToken, "GET", "/readyz", ""); s != 200 {
+		t.Fatalf("the first gateway after the second one's attempt: readyz %d", s)
+	}
+	if code := first.stop(syscall.SIGTERM); code != 0 {
+		t.Fatalf("first gateway: exit %d\n%s", code, first.output)
+	}
+	// Once the first has stopped, the file is free.
+	startGateway(t, dir, cfg).stop(syscall.SIGTERM)
 }

@@ -15,6 +15,8 @@ import (
 	"fmt"
 	"io/fs"
 	"net/url"
+	"os"
+	"path/filepath"
 	"runtime"
 	"sort"
 	"strconv"
@@ -43,6 +45,7 @@ type Store struct {
 	read  *sql.DB // a pool, query_only
 
 	stmts map[string]*sql.Stmt // hotQueries, prepared at Open; read-only after
+	lock  *os.File             // the exclusive lock on the file, held until Close
 
 	generation atomic.Uint64 // see SubscriptionGeneration
 }
@@ -50,8 +53,10 @@ type Store struct {
 var _ store.Store = (*Store)(nil)
 
 // Open opens (creating if need be) the database file at path and migrates it to the newest
-// schema.
-func Open(ctx context.Context, path string, opts Options) (*Store, error) {
+// schema. It takes an exclusive lock on the file (path + ".lock", holding this process's id)
+// until Close: while one Store has it open, Open fails with ErrInUse, naming the holder's
+// process id, in this process or any other.
+func Open(ctx context.Context, path string, opts Options) (_ *Store, err error) {
 	if path == "" {
 		return nil, errors.New("sqlite: empty path")
 	}
@@ -76,6 +81,18 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 		}
 		return "file:" + (&url.URL{Path: path}).EscapedPath() + "?" + q.Encode()
 	}
+	if abs, err := filepath.Abs(path); err == nil {
+		path = abs
+	}
+	fileLock, err := lock(path)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			unlock(fileLock)
+		}
+	}()
 	write, err := sql.Open("sqlite", dsn("_txlock", "immediate"))
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
@@ -93,23 +110,26 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 	}
 	read, err := sql.Open("sqlite", dsn("_pragma", "query_only(1)"))
 	if err != nil {
-		write.Close()
+		s.Close()
 		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
 	}
 	read.SetMaxOpenConns(max(4, runtime.GOMAXPROCS(0)))
 	s.read = read
+	s.lock = fileLock
 	return s, nil
 }
 
-// Close closes both connection pools.
+// Close closes both connection pools, then releases the file's lock.
 func (s *Store) Close() error {
 	for _, st := range s.stmts {
 		st.Close()
 	}
-	if s.read == nil { // Open failed half way
+	if s.read == nil { // Open failed half way; it releases the lock
 		return s.write.Close()
 	}
-	return errors.Join(s.read.Close(), s.write.Close())
+	lock := s.lock
+	s.lock = nil // a second Close has no lock to release
+	return errors.Join(s.read.Close(), s.write.Close(), unlock(lock))
 }
 
 // hotQueries are prepared once at Open, on the writer's one connection, so the transactions of
