@@ -26,7 +26,7 @@ func lock(path string) (*os.File, error) {
 	lp := lockPath(path)
 	f, err := os.OpenFile(lp, os.O_RDWR|os.O_CREATE, 0o644)
 	if err != nil {
-		return nil, fmt.Errorf("sqlite: lock file: %w", err)
+		return nil, fileProblem(lp, false, err)
 	}
 	switch err := tryLock(f); {
 	case errors.Is(err, errLockHeld):

@@ -84,6 +84,11 @@ func Open(ctx context.Context, path string, opts Options) (_ *Store, err error) 
 	if abs, err := filepath.Abs(path); err == nil {
 		path = abs
 	}
+	// Said plainly here, these would reach the user as "unable to open database file (14)"
+	// or "attempt to write a readonly database".
+	if err := checkDir(path); err != nil {
+		return nil, err
+	}
 	fileLock, err := lock(path)
 	if err != nil {
 		return nil, err
@@ -93,6 +98,9 @@ func Open(ctx context.Context, path string, opts Options) (_ *Store, err error) 
 			unlock(fileLock)
 		}
 	}()
+	if err := checkFiles(path); err != nil {
+		return nil, err
+	}
 	write, err := sql.Open("sqlite", dsn("_txlock", "immediate"))
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
