@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/gofiber/fiber/v2"
 
@@ -198,6 +199,10 @@ func parseEvent(raw json.RawMessage, prefix string, types config.Events, created
 	case head.ID == nil:
 	case json.Unmarshal(head.ID, &id) != nil || id == "":
 		errs = append(errs, FieldError{Field: field("id"), Message: "must be a non-empty string"})
+	case !exactString(head.ID):
+		// encoding/json turns each such byte or escape into U+FFFD: "u-\xff" and "u-\xfe" would
+		// be one id, and the second event a duplicate never delivered.
+		errs = append(errs, FieldError{Field: field("id"), Message: "must be valid UTF-8 (no invalid bytes or unpaired surrogates)"})
 	case len(id) > maxEventID:
 		errs = append(errs, FieldError{Field: field("id"), Message: fmt.Sprintf("must be at most %d bytes", maxEventID)})
 	}
@@ -239,6 +244,60 @@ func parseEvent(raw json.RawMessage, prefix string, types config.Events, created
 		payload = append(payload, raw[1:]...)
 	}
 	return &store.Event{ID: id, Type: typ, Payload: payload}, nil, nil
+}
+
+// exactString reports whether the JSON string literal raw decodes to exactly what it says: its
+// bytes are valid UTF-8 and every \u escape of a surrogate is one of a pair. encoding/json
+// replaces what is not with U+FFFD, so different ids would decode to the same one.
+func exactString(raw []byte) bool {
+	if !utf8.Valid(raw) {
+		return false
+	}
+	for i := 0; i < len(raw); i++ {
+		if raw[i] != '\\' {
+			continue
+		}
+		i++ // the escaped character
+		if i >= len(raw) || raw[i] != 'u' {
+			continue
+		}
+		r := hex4(raw[i+1:])
+		i += 4
+		switch {
+		case r < 0xd800 || r > 0xdfff:
+		case r >= 0xdc00: // a low surrogate without its high one
+			return false
+		case i+6 < len(raw) && raw[i+1] == '\\' && raw[i+2] == 'u':
+			if lo := hex4(raw[i+3:]); lo < 0xdc00 || lo > 0xdfff {
+				return false
+			}
+			i += 6
+		default: // a high surrogate without its low one
+			return false
+		}
+	}
+	return true
+}
+
+// hex4 is the value of the four hex digits b starts with (the JSON has been checked), or -1.
+func hex4(b []byte) rune {
+	if len(b) < 4 {
+		return -1
+	}
+	var r rune
+	for _, c := range b[:4] {
+		switch {
+		case '0' <= c && c <= '9':
+			r = r<<4 | rune(c-'0')
+		case 'a' <= c && c <= 'f':
+			r = r<<4 | rune(c-'a'+10)
+		case 'A' <= c && c <= 'F':
+			r = r<<4 | rune(c-'A'+10)
+		default:
+			return -1
+		}
+	}
+	return r
 }
 
 // trimJSONError drops encoding/json's "json: " prefix.
