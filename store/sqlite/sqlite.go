@@ -21,6 +21,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -48,6 +49,10 @@ type Store struct {
 	lock  *os.File             // the exclusive lock on the file, held until Close
 
 	generation atomic.Uint64 // see SubscriptionGeneration
+
+	failure atomic.Pointer[writeFailure] // the last write that failed for want of storage; nil: none since the last probe
+	probing sync.Mutex                   // one probe at a time (Writable)
+	probed  time.Time                    // when the last probe began; guarded by probing
 }
 
 var _ store.Store = (*Store)(nil)
@@ -227,7 +232,10 @@ func (s *Store) migrate(ctx context.Context) error {
 // delivery.
 func (s *Store) SubscriptionGeneration() uint64 { return s.generation.Load() }
 
-func (s *Store) inTx(ctx context.Context, fn func(*sql.Tx) error) error {
+// inTx runs fn in a write transaction (BEGIN IMMEDIATE), committed unless fn fails, and
+// records a failure for want of storage for Writable.
+func (s *Store) inTx(ctx context.Context, fn func(*sql.Tx) error) (err error) {
+	defer func() { s.noteWrite(err) }()
 	tx, err := s.write.BeginTx(ctx, nil)
 	if err != nil {
 		return err
@@ -255,6 +263,7 @@ func (s *Store) CreateSubscription(ctx context.Context, sub *store.Subscription)
 		return err
 	}
 	_, err = s.write.ExecContext(ctx, insertSubscription, args...)
+	s.noteWrite(err)
 	if err != nil && strings.Contains(err.Error(), "UNIQUE constraint failed") {
 		return fmt.Errorf("subscription %q: %w", sub.ID, store.ErrExists)
 	}
