@@ -3,6 +3,7 @@ package gateway
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -12,6 +13,7 @@ import (
 	"github.com/gofiber/fiber/v2"
 
 	"github.com/webhookgw/gateway/config"
+	"github.com/webhookgw/gateway/internal/groupcommit"
 	"github.com/webhookgw/gateway/internal/traceparent"
 	"github.com/webhookgw/gateway/store"
 )
@@ -21,6 +23,9 @@ const maxBatch = 1000
 
 // maxEventID bounds a producer's event id.
 const maxEventID = 256
+
+// ingestRetryAfter is the Retry-After, in seconds, of a 503 for events the store did not commit.
+const ingestRetryAfter = 5
 
 // ingestReply is what POST /v1/events answers for one event.
 type ingestReply struct {
@@ -58,8 +63,15 @@ func (g *Gateway) ingest(c *fiber.Ctx) error {
 	if len(events) > 0 {
 		results, err = g.ingestBatch.Do(c.UserContext(), events)
 		if err != nil {
-			return fmt.Errorf("ingest: %w", err)
+			if !errors.Is(err, groupcommit.ErrStopped) && c.UserContext().Err() == nil {
+				g.storeWrote(err)
+			}
+			// Not committed, so not stored: the producer keeps the events and tries again.
+			c.Set(fiber.HeaderRetryAfter, strconv.Itoa(ingestRetryAfter))
+			return newProblem(fiber.StatusServiceUnavailable,
+				"the events could not be stored (the store did not commit them); nothing was stored: try again later")
 		}
+		g.storeWrote(nil)
 	}
 	replies := make([]ingestReply, len(results))
 	for i, r := range results {
