@@ -55,6 +55,11 @@ func checkDir(path string) error {
 	}
 	// Creating a file is the one sure test: permissions, ACLs, a read-only mount, root.
 	f, err := os.CreateTemp(dir, ".gateway-write-check-*")
+	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
+		// Writable, but full: the store opens and says so (Writable), rather than the
+		// gateway refusing to start.
+		return nil
+	}
 	if err != nil {
 		return fileProblem(dir, true, err)
 	}
