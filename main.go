@@ -2,7 +2,7 @@
 // durably and with retries, to the webhooks subscribers register.
 //
 //	gateway serve [--config FILE]     run the gateway
-//	gateway validate [--config FILE]  check the configuration
+//	gateway validate [--config FILE]  check the configuration (--check-store: and the store's files)
 //	gateway version                   print the version
 //	gateway bench [flags]             benchmark a gateway (see gateway bench --help)
 package main
@@ -47,6 +47,8 @@ const usage = `usage: gateway <command> [flags]
 commands:
   serve [--config FILE]     run the gateway
   validate [--config FILE]  check the configuration; print every problem, or ok
+    --check-store           also check the store: the database's directory exists and is
+                            writable, and no other gateway has the file open
   version                   print the version
   bench [flags]             load benchmark: events/s, latency, lost events (bench --help)
 
@@ -65,7 +67,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	switch args[0] {
 	case "serve":
-		path, explicit, ok := configFlag("serve", args[1:], stderr)
+		path, explicit, ok := configFlag("serve", args[1:], stderr, nil)
 		if !ok {
 			return 2
 		}
@@ -75,13 +77,21 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 		return 0
 	case "validate":
-		path, _, ok := configFlag("validate", args[1:], stderr)
+		var checkStore bool
+		path, _, ok := configFlag("validate", args[1:], stderr, &checkStore)
 		if !ok {
 			return 2
 		}
-		if _, err := config.Load(path, builtin.Registry()); err != nil {
+		cfg, err := config.Load(path, builtin.Registry())
+		if err != nil {
 			fmt.Fprintln(stdout, err)
 			return 1
+		}
+		if checkStore {
+			if err := checkStoreAccess(cfg.Store); err != nil {
+				fmt.Fprintln(stdout, err)
+				return 1
+			}
 		}
 		fmt.Fprintln(stdout, "ok")
 		return 0
@@ -100,12 +110,15 @@ func run(args []string, stdout, stderr io.Writer) int {
 	return 2
 }
 
-// configFlag parses --config; explicit says whether the path was asked for rather than the
-// ./gateway.yaml default.
-func configFlag(name string, args []string, stderr io.Writer) (path string, explicit, ok bool) {
+// configFlag parses --config, and --check-store when checkStore is not nil; explicit says
+// whether the path was asked for rather than the ./gateway.yaml default.
+func configFlag(name string, args []string, stderr io.Writer, checkStore *bool) (path string, explicit, ok bool) {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&path, "config", "", "the configuration file (default $GATEWAY_CONFIG, then ./gateway.yaml)")
+	if checkStore != nil {
+		fs.BoolVar(checkStore, "check-store", false, "also check that the store can be opened: the database's directory exists and is writable, and no other gateway has the file open")
+	}
 	if err := fs.Parse(args); err != nil {
 		return "", false, false
 	}
@@ -242,6 +255,16 @@ func openStore(ctx context.Context, cfg config.Store, log *slog.Logger) (store.S
 		return sqlite.Open(ctx, cfg.DSN, sqlite.Options{Synchronous: cfg.Synchronous, Secrets: secrets, Logger: log})
 	}
 	return nil, fmt.Errorf("store.driver %q is not available in this build", cfg.Driver)
+}
+
+// checkStoreAccess is validate --check-store: what openStore needs of the machine, checked
+// without opening the store.
+func checkStoreAccess(cfg config.Store) error {
+	switch cfg.Driver {
+	case "sqlite":
+		return sqlite.Check(cfg.DSN)
+	}
+	return fmt.Errorf("store.driver %q is not available in this build", cfg.Driver)
 }
 
 // newLogger logs JSON at level, or text when w is a terminal.

@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -410,5 +411,80 @@ func TestSpansFlushedAtShutdown(t *testing.T) {
 	out := p.output.String()
 	if !strings.Contains(out, `"Name":"POST"`) || !strings.Contains(out, `"webhook.event.id"`) {
 		t.Fatalf("no attempt span in the output:\n%s", out)
+	}
+}
+
+// One process per SQLite file: a second serve on the file a running gateway has open refuses
+// to start, naming the file and the running one's pid, and leaves the first one serving.
+func TestSecondServeOnTheSameFileRefusesToStart(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "gateway.yaml")
+	writeConfig(t, cfg, "admin:\n  tokens: ["+testToken+"]\nstore:\n  dsn: shared.db\n")
+	first := startGateway(t, dir, cfg)
+
+	cmd := command(t, dir, []string{"GATEWAY_LISTEN=" + freeAddr(t)}, "serve", "--config", cfg)
+	done := make(chan struct{})
+	var out []byte
+	go func() { out, _ = cmd.CombinedOutput(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(20 * time.Second):
+		cmd.Process.Kill()
+		<-done
+		t.Fatalf("the second serve did not exit within 20s\n%s", out)
+	}
+	db := filepath.Join(dir, "shared.db")
+	pid := strconv.Itoa(first.cmd.Process.Pid)
+	if code := cmd.ProcessState.ExitCode(); code == 0 || !strings.Contains(string(out), db) || !strings.Contains(string(out), "process "+pid) {
+		t.Fatalf("second serve: exit %d; want non-zero, naming %s and process %s:\n%s", code, db, pid, out)
+	}
+	// validate --check-store says the same.
+	check := command(t, dir, nil, "validate", "--config", cfg, "--check-store")
+	if out, _ := check.CombinedOutput(); check.ProcessState.ExitCode() != 1 || !strings.Contains(string(out), "process "+pid) {
+		t.Fatalf("validate --check-store with the file in use: exit %d\n%s", check.ProcessState.ExitCode(), out)
+	}
+	if s, _ := first.request(testToken, "GET", "/readyz", ""); s != 200 {
+		t.Fatalf("the first gateway after the second one's attempt: readyz %d", s)
+	}
+	if code := first.stop(syscall.SIGTERM); code != 0 {
+		t.Fatalf("first gateway: exit %d\n%s", code, first.output)
+	}
+	// Once the first has stopped, the file is free.
+	startGateway(t, dir, cfg).stop(syscall.SIGTERM)
+}
+
+// A database path that cannot work: serve and validate --check-store say why, naming the path;
+// plain validate checks only the file.
+func TestStorePathProblems(t *testing.T) {
+	dir := t.TempDir()
+	writeConfig(t, filepath.Join(dir, "a-file"), "x")
+	cases := []struct{ dsn, want string }{
+		{"missing/gw.db", "the directory " + filepath.Join(dir, "missing") + " does not exist"},
+		{"a-file/gw.db", filepath.Join(dir, "a-file") + " is not a directory"},
+	}
+	for _, c := range cases {
+		cfg := filepath.Join(dir, "gateway.yaml")
+		writeConfig(t, cfg, "admin:\n  tokens: ["+testToken+"]\nstore:\n  dsn: "+c.dsn+"\n")
+		for _, args := range [][]string{{"validate", "--config", cfg, "--check-store"}, {"serve", "--config", cfg}} {
+			cmd := command(t, dir, []string{"GATEWAY_LISTEN=" + freeAddr(t)}, args...)
+			out, _ := cmd.CombinedOutput()
+			if code := cmd.ProcessState.ExitCode(); code != 1 || !strings.Contains(string(out), c.want) || strings.Contains(string(out), "(14)") {
+				t.Errorf("gateway %v with store.dsn %s: exit %d, want 1 and %q:\n%s", args[0], c.dsn, code, c.want, out)
+			}
+		}
+		cmd := command(t, dir, nil, "validate", "--config", cfg)
+		if out, _ := cmd.CombinedOutput(); strings.TrimSpace(string(out)) != "ok" {
+			t.Errorf("validate without --check-store: %s", out)
+		}
+	}
+	cfg := filepath.Join(dir, "good.yaml")
+	writeConfig(t, cfg, "store:\n  dsn: data/gw.db\n")
+	os.Mkdir(filepath.Join(dir, "data"), 0o755)
+	cmd := command(t, dir, nil, "validate", "--config", cfg, "--check-store")
+	if out, _ := cmd.CombinedOutput(); strings.TrimSpace(string(out)) != "ok" {
+		t.Errorf("validate --check-store of a usable path: %s", out)
+	}
+	if entries, _ := os.ReadDir(filepath.Join(dir, "data")); len(entries) != 0 {
+		t.Errorf("validate --check-store left %v behind", entries)
 	}
 }

@@ -3,6 +3,7 @@ package gateway_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	"github.com/webhookgw/gateway/config"
+	"github.com/webhookgw/gateway/store"
 )
 
 // receiver is a subscriber: an httptest server that records what it gets and answers with
@@ -212,6 +214,10 @@ func TestIngestBadInputStoresNothing(t *testing.T) {
 		{"unknown type", `{"type": "payment.made"}`, 422, []string{"type"}},
 		{"one bad in a batch", `[{"id": "ok-1", "type": "task.state.updated"}, {"id": "ok-2", "type": "nope"}]`, 422, []string{"[1].type"}},
 		{"malformed in a batch", `[{"id": "ok-3", "type": "task.state.updated"}, {"type": 1}]`, 400, []string{"[1].type"}},
+		{"id not UTF-8", "{\"id\": \"u-\xff\", \"type\": \"task.state.updated\"}", 400, []string{"id"}},
+		{"id not UTF-8 in a batch", "[{\"id\": \"u-\xfe\", \"type\": \"task.state.updated\"}, {\"id\": \"ok-4\", \"type\": \"task.state.updated\"}]", 400, []string{"[0].id"}},
+		{"id with an unpaired high surrogate", `{"id": "u-\ud800", "type": "task.state.updated"}`, 400, []string{"id"}},
+		{"id with an unpaired low surrogate", `[{"id": "u-\udc00x", "type": "task.state.updated"}]`, 400, []string{"[0].id"}},
 		{"batch too large", many, 413, nil},
 		{"body too large", `{"type": "task.state.updated", "pad": "` + strings.Repeat("x", 20<<10) + `"}`, 413, nil},
 	}
@@ -223,7 +229,7 @@ func TestIngestBadInputStoresNothing(t *testing.T) {
 			}
 		})
 	}
-	for _, id := range []string{"a", "ok-1", "ok-2", "ok-3"} {
+	for _, id := range []string{"a", "ok-1", "ok-2", "ok-3", "ok-4"} {
 		expectProblem(t, e.do("GET", "/v1/events/"+id, nil), 404)
 	}
 	// Most refused events have no id to look up: the subscription has no delivery at all.
@@ -241,6 +247,41 @@ func TestIngestBadInputStoresNothing(t *testing.T) {
 	}
 	if ds := e.subscriptionDeliveries(t, sub); len(ds) != 1 {
 		t.Fatalf("%d deliveries, want only the good event's", len(ds))
+	}
+}
+
+// Event ids are compared as the producer wrote them: ids that differ are different events,
+// however they are escaped; ids that are the same string are duplicates.
+func TestEventIDsAreExact(t *testing.T) {
+	e := engineEnv(t, nil)
+	ctx := context.Background()
+	for _, body := range []string{"{\"id\": \"u-\xff\", \"type\": \"task.state.updated\"}", "{\"id\": \"u-\xfe\", \"type\": \"task.state.updated\"}"} {
+		expectProblem(t, e.post(t, body), http.StatusBadRequest, "id")
+	}
+	if _, _, err := e.store.GetEvent(ctx, "u-\uFFFD"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("an id that is not UTF-8 was stored as u-\\ufffd: %v", err)
+	}
+	for _, c := range []struct {
+		body      string
+		duplicate bool
+	}{
+		{`{"id": "u-\u00e9", "type": "task.state.updated"}`, false},
+		{`{"id": "u-é", "type": "task.state.updated"}`, true}, // the same string as \u00e9
+		{`{"id": "u-\ud83d\ude00", "type": "task.state.updated"}`, false},
+		{`{"id": "u-😀", "type": "task.state.updated"}`, true},
+		{`{"id": "u-\ufffd", "type": "task.state.updated"}`, false},  // U+FFFD itself, written out
+		{`{"id": "u-\\ud800", "type": "task.state.updated"}`, false}, // a backslash, then "ud800"
+	} {
+		r := e.post(t, c.body)
+		expect(t, r, http.StatusAccepted)
+		if got := r.json(t)["duplicate"] == true; got != c.duplicate {
+			t.Errorf("%s: duplicate %v, want %v", c.body, got, c.duplicate)
+		}
+	}
+	for _, id := range []string{"u-é", "u-😀", "u-\uFFFD", `u-\ud800`} {
+		if _, _, err := e.store.GetEvent(ctx, id); err != nil {
+			t.Errorf("event %q: %v", id, err)
+		}
 	}
 }
 

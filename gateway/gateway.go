@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"sync/atomic"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
@@ -57,6 +58,9 @@ type Options struct {
 	// TracerProvider makes the server and attempt spans; nil makes none (the producer's trace
 	// context is still passed on). See NewTracerProvider.
 	TracerProvider trace.TracerProvider
+	// RecoveryRetryWait is how long Serve waits before trying again to recover the delivery
+	// leases when that failed at start (a full disk); default 5s.
+	RecoveryRetryWait time.Duration
 }
 
 // Gateway is the webhook gateway: its HTTP API, and the delivery engine Serve runs beside it.
@@ -75,6 +79,10 @@ type Gateway struct {
 	engine       *delivery.Engine
 	metrics      *metrics
 	tracer       trace.TracerProvider
+
+	recoveryWait time.Duration
+	recovering   atomic.Pointer[error] // why the leases are not recovered yet; nil once they are
+	writesFail   atomic.Bool           // the last store write the gateway saw failed (logged once)
 }
 
 // New returns a Gateway for opts. It refuses a configuration without admin tokens: the
@@ -94,6 +102,8 @@ func New(opts Options) (*Gateway, error) {
 		now:     opts.Now,
 		newID:   opts.NewID,
 		admin:   newTokenSet(opts.Config.Admin.Tokens),
+
+		recoveryWait: cmp.Or(opts.RecoveryRetryWait, 5*time.Second),
 	}
 	if g.log == nil {
 		g.log = slog.Default()
@@ -188,10 +198,17 @@ const ShutdownTimeout = 10 * time.Second
 // stops. Every goroutine it starts has ended when it returns, but for request handlers still
 // running after ShutdownTimeout (their requests were not answered: nothing is lost). It
 // returns nil after a clean shutdown.
+//
+// The delivery engine starts once the leases of the process that used the store before are
+// recovered (store.RecoverLeases). When that fails (a full disk), Serve serves all the same,
+// reads and /healthz, but /readyz answers 503 and nothing is delivered until a retry, every
+// RecoveryRetryWait, succeeds.
 func (g *Gateway) Serve(ctx context.Context, ln net.Listener) error {
-	if err := g.store.RecoverLeases(context.WithoutCancel(ctx)); err != nil {
-		ln.Close()
-		return fmt.Errorf("gateway: recover leases: %w", err)
+	recoverErr := g.store.RecoverLeases(context.WithoutCancel(ctx))
+	if recoverErr != nil {
+		g.recovering.Store(&recoverErr)
+		g.log.Error("recovering the delivery leases failed: serving, not ready and not delivering, until a retry succeeds",
+			"err", recoverErr, "retry_every", g.recoveryWait.String())
 	}
 	// The ingest group commit outlives the handlers that use it.
 	batchCtx, stopBatch := context.WithCancel(context.WithoutCancel(ctx))
@@ -203,7 +220,12 @@ func (g *Gateway) Serve(ctx context.Context, ln net.Listener) error {
 	runCtx, stopRun := context.WithCancel(ctx)
 	defer stopRun()
 	var work errgroup.Group
-	work.Go(func() error { return g.engine.Run(runCtx) })
+	work.Go(func() error {
+		if recoverErr != nil && !g.retryRecovery(runCtx) {
+			return nil
+		}
+		return g.engine.Run(runCtx)
+	})
 	work.Go(func() error { g.prune(runCtx); return nil })
 
 	g.log.Info("listening", "addr", ln.Addr().String(), "version", Version)
@@ -227,6 +249,40 @@ func (g *Gateway) Serve(ctx context.Context, ln net.Listener) error {
 	stopBatch()
 	<-batched
 	return errors.Join(serveErr, err, workErr)
+}
+
+// retryRecovery tries store.RecoverLeases again every recoveryWait until it succeeds, which
+// it reports, or ctx ends. The engine must not claim before: recovery releases every lease.
+func (g *Gateway) retryRecovery(ctx context.Context) bool {
+	for {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(g.recoveryWait):
+		}
+		err := g.store.RecoverLeases(ctx)
+		if err == nil {
+			g.recovering.Store(nil)
+			g.log.Info("delivery leases recovered: delivering")
+			return true
+		}
+		if ctx.Err() != nil {
+			return false
+		}
+		g.recovering.Store(&err)
+		g.log.Debug("recovering the delivery leases failed again", "err", err)
+	}
+}
+
+// storeWrote notes the outcome of a store write the gateway made for a request, and logs a
+// change: the first failure (not one a request), and the first success after failures.
+func (g *Gateway) storeWrote(err error) {
+	switch {
+	case err != nil && !g.writesFail.Swap(true):
+		g.log.Error("store writes fail: ingest answers 503 and /readyz not ready until they work again", "err", err)
+	case err == nil && g.writesFail.Load() && g.writesFail.Swap(false):
+		g.log.Info("store writes work again")
+	}
 }
 
 // shutdownHTTP stops accepting and waits for the requests in flight, and for the listener's

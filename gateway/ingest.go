@@ -3,14 +3,17 @@ package gateway
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/gofiber/fiber/v2"
 
 	"github.com/webhookgw/gateway/config"
+	"github.com/webhookgw/gateway/internal/groupcommit"
 	"github.com/webhookgw/gateway/internal/traceparent"
 	"github.com/webhookgw/gateway/store"
 )
@@ -20,6 +23,9 @@ const maxBatch = 1000
 
 // maxEventID bounds a producer's event id.
 const maxEventID = 256
+
+// ingestRetryAfter is the Retry-After, in seconds, of a 503 for events the store did not commit.
+const ingestRetryAfter = 5
 
 // ingestReply is what POST /v1/events answers for one event.
 type ingestReply struct {
@@ -57,8 +63,15 @@ func (g *Gateway) ingest(c *fiber.Ctx) error {
 	if len(events) > 0 {
 		results, err = g.ingestBatch.Do(c.UserContext(), events)
 		if err != nil {
-			return fmt.Errorf("ingest: %w", err)
+			if !errors.Is(err, groupcommit.ErrStopped) && c.UserContext().Err() == nil {
+				g.storeWrote(err)
+			}
+			// Not committed, so not stored: the producer keeps the events and tries again.
+			c.Set(fiber.HeaderRetryAfter, strconv.Itoa(ingestRetryAfter))
+			return newProblem(fiber.StatusServiceUnavailable,
+				"the events could not be stored (the store did not commit them); nothing was stored: try again later")
 		}
+		g.storeWrote(nil)
 	}
 	replies := make([]ingestReply, len(results))
 	for i, r := range results {
@@ -198,6 +211,10 @@ func parseEvent(raw json.RawMessage, prefix string, types config.Events, created
 	case head.ID == nil:
 	case json.Unmarshal(head.ID, &id) != nil || id == "":
 		errs = append(errs, FieldError{Field: field("id"), Message: "must be a non-empty string"})
+	case !exactString(head.ID):
+		// encoding/json turns each such byte or escape into U+FFFD: "u-\xff" and "u-\xfe" would
+		// be one id, and the second event a duplicate never delivered.
+		errs = append(errs, FieldError{Field: field("id"), Message: "must be valid UTF-8 (no invalid bytes or unpaired surrogates)"})
 	case len(id) > maxEventID:
 		errs = append(errs, FieldError{Field: field("id"), Message: fmt.Sprintf("must be at most %d bytes", maxEventID)})
 	}
@@ -239,6 +256,60 @@ func parseEvent(raw json.RawMessage, prefix string, types config.Events, created
 		payload = append(payload, raw[1:]...)
 	}
 	return &store.Event{ID: id, Type: typ, Payload: payload}, nil, nil
+}
+
+// exactString reports whether the JSON string literal raw decodes to exactly what it says: its
+// bytes are valid UTF-8 and every \u escape of a surrogate is one of a pair. encoding/json
+// replaces what is not with U+FFFD, so different ids would decode to the same one.
+func exactString(raw []byte) bool {
+	if !utf8.Valid(raw) {
+		return false
+	}
+	for i := 0; i < len(raw); i++ {
+		if raw[i] != '\\' {
+			continue
+		}
+		i++ // the escaped character
+		if i >= len(raw) || raw[i] != 'u' {
+			continue
+		}
+		r := hex4(raw[i+1:])
+		i += 4
+		switch {
+		case r < 0xd800 || r > 0xdfff:
+		case r >= 0xdc00: // a low surrogate without its high one
+			return false
+		case i+6 < len(raw) && raw[i+1] == '\\' && raw[i+2] == 'u':
+			if lo := hex4(raw[i+3:]); lo < 0xdc00 || lo > 0xdfff {
+				return false
+			}
+			i += 6
+		default: // a high surrogate without its low one
+			return false
+		}
+	}
+	return true
+}
+
+// hex4 is the value of the four hex digits b starts with (the JSON has been checked), or -1.
+func hex4(b []byte) rune {
+	if len(b) < 4 {
+		return -1
+	}
+	var r rune
+	for _, c := range b[:4] {
+		switch {
+		case '0' <= c && c <= '9':
+			r = r<<4 | rune(c-'0')
+		case 'a' <= c && c <= 'f':
+			r = r<<4 | rune(c-'a'+10)
+		case 'A' <= c && c <= 'F':
+			r = r<<4 | rune(c-'A'+10)
+		default:
+			return -1
+		}
+	}
+	return r
 }
 
 // trimJSONError drops encoding/json's "json: " prefix.

@@ -4,15 +4,20 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/webhookgw/gateway/config"
 )
 
 // FuzzParseEvents feeds arbitrary bodies to the event decoder. It must never panic; a refusal
 // must be a 4xx problem; and every accepted event's payload must be a JSON object whose id and
-// type are the ones stored, equal to the producer's bytes when nothing had to be added.
+// type are the ones stored, equal to the producer's bytes when nothing had to be added. An
+// accepted id is exactly what the producer wrote: valid UTF-8, and with a U+FFFD in it only
+// when the producer wrote one (encoding/json makes one of every invalid byte and unpaired
+// surrogate, which would merge different ids).
 func FuzzParseEvents(f *testing.F) {
 	for _, s := range []string{
 		`{"id": "b041a287", "type": "transaction.state.updated", "created": "2022-01-01T00:00:00+00:00", "transaction": {"id": "b6", "state": "completed"}}`,
@@ -21,6 +26,9 @@ func FuzzParseEvents(f *testing.F) {
 		`[]`, `{}`, `[1]`, `"x"`, `{"type": "nope"}`, `{"id": 5, "type": "task.state.updated"}`,
 		`{"id": "\u00e9", "type": "task.state.updated", "id": "dup"}`, `{"type":"task.state.updated","created":null}`,
 		` {"type" : "task.state.updated" } `, `[{"type":"task.state.updated"}]x`,
+		"{\"id\": \"u-\xff\", \"type\": \"task.state.updated\"}", "[{\"id\": \"u-\xfe\", \"type\": \"task.state.updated\"}]",
+		`{"id": "u-\ud800", "type": "task.state.updated"}`, `{"id": "u-\udc00\ud800", "type": "task.state.updated"}`,
+		`{"id": "u-\ud83d\ude00", "type": "task.state.updated"}`, `{"id": "u-\ufffd\\ud800", "type": "task.state.updated"}`,
 	} {
 		f.Add([]byte(s))
 	}
@@ -46,6 +54,13 @@ func FuzzParseEvents(f *testing.F) {
 			json.Unmarshal(obj["type"], &typ)
 			if id != ev.ID || typ != ev.Type || obj["created"] == nil {
 				t.Fatalf("payload %s does not carry id %q, type %q and created", ev.Payload, ev.ID, ev.Type)
+			}
+			if !utf8.ValidString(ev.ID) {
+				t.Fatalf("accepted id %q is not valid UTF-8", ev.ID)
+			}
+			if raw := obj["id"]; strings.ContainsRune(ev.ID, utf8.RuneError) && !bytes.Contains(raw, []byte("\uFFFD")) &&
+				!bytes.Contains(bytes.ToLower(raw), []byte(`\ufffd`)) {
+				t.Fatalf("accepted id %s is stored as %q: a U+FFFD the producer did not write", raw, ev.ID)
 			}
 			if types.Check(ev.Type) != nil {
 				t.Fatalf("accepted unknown type %q", ev.Type)

@@ -71,6 +71,15 @@ func (g *Gateway) readyz(c *fiber.Ctx) error {
 		g.log.Warn("readiness check failed", "err", err)
 		return newProblem(fiber.StatusServiceUnavailable, "the store cannot be reached")
 	}
+	if err := g.recovering.Load(); err != nil {
+		return newProblem(fiber.StatusServiceUnavailable, fmt.Sprintf(
+			"starting: the delivery leases could not be recovered (%v); trying again", *err))
+	}
+	if err := g.store.Writable(ctx); err != nil {
+		g.storeWrote(err)
+		return newProblem(fiber.StatusServiceUnavailable, fmt.Sprintf("the store cannot write: %v", err))
+	}
+	g.storeWrote(nil)
 	if !g.engine.Ready() {
 		return newProblem(fiber.StatusServiceUnavailable, "the delivery engine is not running")
 	}

@@ -217,6 +217,10 @@ type Store interface {
 
 	// Ping reports whether the store can be reached.
 	Ping(ctx context.Context) error
+	// Writable reports whether writes work: nil, or the failure (a full disk, an I/O error, a
+	// read-only file) that made a write fail, until a write succeeds again. It is cheap while
+	// writes work; after a failure it may make a small write of its own to find out.
+	Writable(ctx context.Context) error
 	// Close releases the store's resources.
 	Close() error
 }

@@ -490,7 +490,7 @@ func (s *Store) ExtendLeases(ctx context.Context, leases []store.Lease, until ti
 // start belongs to a process that is gone (a crash, a kill -9).
 func (s *Store) RecoverLeases(ctx context.Context) error {
 	_, err := s.write.ExecContext(ctx, "UPDATE deliveries SET lease_until = 0 WHERE lease_until != 0")
-	return err
+	return s.noteWrite(err)
 }
 
 // DueSubscriptions returns when each subscription's earliest unleased pending delivery is due.

@@ -16,10 +16,13 @@ import (
 	"io/fs"
 	"log/slog"
 	"net/url"
+	"os"
+	"path/filepath"
 	"runtime"
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -54,17 +57,24 @@ type Store struct {
 	read  *sql.DB // a pool, query_only
 
 	stmts map[string]*sql.Stmt // hotQueries, prepared at Open; read-only after
+	lock  *os.File             // the exclusive lock on the file, held until Close
 
 	secrets *secretbox.Box // nil: in clear
 
 	generation atomic.Uint64 // see SubscriptionGeneration
+
+	failure atomic.Pointer[writeFailure] // the last write that failed for want of storage; nil: none since the last probe
+	probing sync.Mutex                   // one probe at a time (Writable)
+	probed  time.Time                    // when the last probe began; guarded by probing
 }
 
 var _ store.Store = (*Store)(nil)
 
 // Open opens (creating if need be) the database file at path and migrates it to the newest
-// schema.
-func Open(ctx context.Context, path string, opts Options) (*Store, error) {
+// schema. It takes an exclusive lock on the file (path + ".lock", holding this process's id)
+// until Close: while one Store has it open, Open fails with ErrInUse, naming the holder's
+// process id, in this process or any other.
+func Open(ctx context.Context, path string, opts Options) (_ *Store, err error) {
 	if path == "" {
 		return nil, errors.New("sqlite: empty path")
 	}
@@ -89,6 +99,26 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 		}
 		return "file:" + (&url.URL{Path: path}).EscapedPath() + "?" + q.Encode()
 	}
+	if abs, err := filepath.Abs(path); err == nil {
+		path = abs
+	}
+	// Said plainly here, these would reach the user as "unable to open database file (14)"
+	// or "attempt to write a readonly database".
+	if err := checkDir(path); err != nil {
+		return nil, err
+	}
+	fileLock, err := lock(path)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			unlock(fileLock)
+		}
+	}()
+	if err := checkFiles(path); err != nil {
+		return nil, err
+	}
 	write, err := sql.Open("sqlite", dsn("_txlock", "immediate"))
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
@@ -110,23 +140,26 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 	}
 	read, err := sql.Open("sqlite", dsn("_pragma", "query_only(1)"))
 	if err != nil {
-		write.Close()
+		s.Close()
 		return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
 	}
 	read.SetMaxOpenConns(max(4, runtime.GOMAXPROCS(0)))
 	s.read = read
+	s.lock = fileLock
 	return s, nil
 }
 
-// Close closes both connection pools.
+// Close closes both connection pools, then releases the file's lock.
 func (s *Store) Close() error {
 	for _, st := range s.stmts {
 		st.Close()
 	}
-	if s.read == nil { // Open failed half way
+	if s.read == nil { // Open failed half way; it releases the lock
 		return s.write.Close()
 	}
-	return errors.Join(s.read.Close(), s.write.Close())
+	lock := s.lock
+	s.lock = nil // a second Close has no lock to release
+	return errors.Join(s.read.Close(), s.write.Close(), unlock(lock))
 }
 
 // hotQueries are prepared once at Open, on the writer's one connection, so the transactions of
@@ -216,7 +249,10 @@ func (s *Store) migrate(ctx context.Context) error {
 // delivery.
 func (s *Store) SubscriptionGeneration() uint64 { return s.generation.Load() }
 
-func (s *Store) inTx(ctx context.Context, fn func(*sql.Tx) error) error {
+// inTx runs fn in a write transaction (BEGIN IMMEDIATE), committed unless fn fails, and
+// records a failure for want of storage for Writable.
+func (s *Store) inTx(ctx context.Context, fn func(*sql.Tx) error) (err error) {
+	defer func() { s.noteWrite(err) }()
 	tx, err := s.write.BeginTx(ctx, nil)
 	if err != nil {
 		return err
@@ -244,6 +280,7 @@ func (s *Store) CreateSubscription(ctx context.Context, sub *store.Subscription)
 		return err
 	}
 	_, err = s.write.ExecContext(ctx, insertSubscription, args...)
+	s.noteWrite(err)
 	if err != nil && strings.Contains(err.Error(), "UNIQUE constraint failed") {
 		return fmt.Errorf("subscription %q: %w", sub.ID, store.ErrExists)
 	}

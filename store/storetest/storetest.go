@@ -91,6 +91,16 @@ func Run(t *testing.T, open Opener, caps Capabilities) {
 				t.Fatal(err)
 			}
 		}},
+		{"WritableWhenWritesWork", func(t *testing.T, s store.Store) {
+			// A write refused for its own reasons says nothing about the storage.
+			_, err := s.UpdateSubscription(context.Background(), "missing", func(*store.Subscription) error { return nil })
+			if !errors.Is(err, store.ErrNotFound) {
+				t.Fatal(err)
+			}
+			if err := s.Writable(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+		}},
 	}
 	if caps.SingleOwner {
 		tests = append(tests, testCase{"RecoverLeasesReleasesAll", testRecoverLeasesReleasesAll})
