@@ -14,7 +14,8 @@ import (
 
 // Config is the whole of gateway.yaml.
 type Config struct {
-	// Listen is the address the HTTP server listens on. GATEWAY_LISTEN overrides it.
+	// Listen is the address the HTTP server listens on. GATEWAY_LISTEN overrides it. With
+	// Admin.Listen set, it serves only ingest (POST /v1/events) and the health probes.
 	Listen   string   `yaml:"listen"`
 	Admin    Admin    `yaml:"admin"`
 	Ingest   Ingest   `yaml:"ingest"`
@@ -37,6 +38,10 @@ type Admin struct {
 	Tokens []string `yaml:"tokens"`
 	// RevealSecrets makes the API return stored passwords in clear instead of "********".
 	RevealSecrets bool `yaml:"reveal_secrets"`
+	// Listen, when set, is a listener of its own for the management API, /metrics and the
+	// health probes, which are then not served on the main listener. GATEWAY_ADMIN_LISTEN
+	// overrides it.
+	Listen string `yaml:"listen"`
 }
 
 // Ingest configures POST /v1/events, where producers post events.
