@@ -70,9 +70,16 @@ func (g *Gateway) managementRoutes(app *fiber.App) {
 	app.Delete(registrations+"/:id", admin, g.deactivateRegistration)
 }
 
-// noRoute answers a request no route took: 404.
+// noRoute answers a request no route took: 405 with an Allow header when its path has routes
+// for other methods, else 404.
 func noRoute(c *fiber.Ctx) error {
 	c.Locals(unmatchedRoute{}, true) // serverSpans names no route
+	// Asked for the next route, Fiber's router finds none; it says 405, and sets Allow, when
+	// the path has routes for other methods.
+	if err := c.Next(); errors.Is(err, fiber.ErrMethodNotAllowed) {
+		return newProblem(fiber.StatusMethodNotAllowed, fmt.Sprintf("%s is not allowed on %s; allowed: %s",
+			c.Method(), c.Path(), c.GetRespHeader(fiber.HeaderAllow)))
+	}
 	return newProblem(fiber.StatusNotFound, "no route for "+c.Method()+" "+c.Path())
 }
 
