@@ -26,6 +26,14 @@ type Config struct {
 
 	Telemetry Telemetry `yaml:"telemetry"`
 
+	// MaxConnections bounds the connections each listener serves at once; more are answered
+	// 503 and closed.
+	MaxConnections int `yaml:"max_connections"`
+	// MaxConnectionsPerIP bounds the connections one client address (an IPv4 address, an IPv6
+	// /64) may hold open to a listener; more are answered 429 and closed. Loopback clients
+	// count only toward MaxConnections. 0 turns this bound off (MaxConnections still holds).
+	MaxConnectionsPerIP int `yaml:"max_connections_per_ip"`
+
 	// Subscriptions are declared in the file and owned by it: synced into the store at start and
 	// on SIGHUP, created or updated by ID, deleted when removed from the file.
 	Subscriptions []Subscription `yaml:"subscriptions"`
@@ -210,5 +218,8 @@ func Default() *Config {
 			Metrics:     Metrics{Prometheus: true},
 			LogLevel:    "info",
 		},
+
+		MaxConnections:      10000,
+		MaxConnectionsPerIP: 1000,
 	}
 }

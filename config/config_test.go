@@ -181,6 +181,22 @@ func TestAdminListen(t *testing.T) {
 	}
 }
 
+func TestConnectionLimitKeys(t *testing.T) {
+	cfg, err := config.Parse([]byte("max_connections: 500\n"), env(nil), nil)
+	if err != nil || cfg.MaxConnections != 500 || cfg.MaxConnectionsPerIP != 1000 {
+		t.Fatalf("max_connections 500 with the default per-IP bound above it: %+v, %v", cfg, err)
+	}
+	for in, want := range map[string]string{
+		"max_connections: 0":         "max_connections: must be a whole number from 1 to 1000000",
+		"max_connections_per_ip: -1": "max_connections_per_ip: must be a whole number, 0 for no bound of its own",
+	} {
+		_, err := config.Parse([]byte(in+"\n"), env(nil), nil)
+		if err == nil || err.Error() != want {
+			t.Errorf("%q:\ngot  %v\nwant %s", in, err, want)
+		}
+	}
+}
+
 func TestSubscriptionDefaults(t *testing.T) {
 	cfg, err := config.Parse([]byte(`
 subscriptions:

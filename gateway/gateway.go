@@ -165,9 +165,18 @@ func (g *Gateway) newApp(routeSets ...func(*fiber.App)) *fiber.App {
 		ErrorHandler:          g.handleError,
 		JSONEncoder:           json.Marshal,
 		JSONDecoder:           json.Unmarshal,
+
+		// Bodies are read by the handlers, after the token, up to their route's limit (see
+		// readBody), not by the server before them: it would allocate the announced size.
+		StreamRequestBody:            true,
+		DisablePreParseMultipartForm: true, // it would read a multipart body before any handler
+		// connLimiter refuses connections over max_connections first, with a problem document;
+		// this holds for connections that reach the server by another way.
+		Concurrency: g.cfg.MaxConnections,
 	})
 	// A response during shutdown says Connection: close, so keep-alive clients let go.
 	app.Server().CloseOnShutdown = true
+	app.Use(closeUnreadBodies)
 	app.Use(serverSpans(g.tracer))
 	for _, add := range routeSets {
 		add(app)
@@ -228,6 +237,10 @@ func (g *Gateway) ServeAll(ctx context.Context, ln, admin net.Listener) error {
 			s.ln.Close()
 		}
 		return fmt.Errorf("gateway: recover leases: %w", err)
+	}
+	for _, s := range servers {
+		s.ln = newConnLimiter(s.ln, g.cfg.MaxConnections, g.cfg.MaxConnectionsPerIP, s.name, g.log,
+			func(reason string) { g.metrics.connectionRefused(s.name, reason) })
 	}
 	// The ingest group commit outlives the handlers that use it.
 	batchCtx, stopBatch := context.WithCancel(context.WithoutCancel(ctx))

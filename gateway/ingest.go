@@ -36,12 +36,12 @@ func (g *Gateway) ingest(c *fiber.Ctx) error {
 		c.Set(fiber.HeaderWWWAuthenticate, `Bearer realm="webhook-gateway ingest"`)
 		return newProblem(fiber.StatusUnauthorized, "a valid ingest token is required: Authorization: Bearer <token>")
 	}
-	body := c.Body()
-	if int64(len(body)) > g.cfg.Ingest.MaxBodyBytes {
-		return newProblem(fiber.StatusRequestEntityTooLarge,
-			fmt.Sprintf("the request body is larger than ingest.max_body_bytes (%d bytes)", g.cfg.Ingest.MaxBodyBytes))
+	// Only now, with the token checked, is the body read.
+	body, err := readBody(c, g.cfg.Ingest.MaxBodyBytes, newProblem(fiber.StatusRequestEntityTooLarge,
+		fmt.Sprintf("the request body is larger than ingest.max_body_bytes (%d bytes)", g.cfg.Ingest.MaxBodyBytes)))
+	if err != nil {
+		return err
 	}
-	// Fiber reuses the body's buffer once the handler returns: parseEvents copies what it keeps.
 	events, batch, err := parseEvents(body, g.cfg.Events, g.now().UTC(), g.newID)
 	if err != nil {
 		return err

@@ -19,6 +19,7 @@ type metrics struct {
 	deliveries *prometheus.CounterVec
 	attempts   *prometheus.CounterVec
 	duration   prometheus.Histogram
+	refused    *prometheus.CounterVec
 }
 
 func newMetrics(st store.Store, now func() time.Time) *metrics {
@@ -41,8 +42,12 @@ func newMetrics(st store.Store, now func() time.Time) *metrics {
 			Help:    "Duration of HTTP delivery attempts.",
 			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
 		}),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "webhook_gateway_connections_refused_total",
+			Help: "Connections answered at once and closed because their listener (listen or admin.listen) held max_connections, or their client address max_connections_per_ip.",
+		}, []string{"listener", "reason"}),
 	}
-	m.registry.MustRegister(m.ingested, m.deliveries, m.attempts, m.duration,
+	m.registry.MustRegister(m.ingested, m.deliveries, m.attempts, m.duration, m.refused,
 		&storeCollector{store: st, now: now},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
@@ -61,6 +66,10 @@ func (m *metrics) watchEngine(e *delivery.Engine) {
 			Help: "Subscriptions delivered to one delivery at a time because their recent attempts failed.",
 		}, func() float64 { return float64(e.Stats().Probing) }),
 	)
+}
+
+func (m *metrics) connectionRefused(listener, reason string) {
+	m.refused.WithLabelValues(listener, reason).Inc()
 }
 
 func (m *metrics) ingestedEvent(r store.IngestResult) {

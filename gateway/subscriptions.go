@@ -34,10 +34,16 @@ func (g *Gateway) healthRoutes(app *fiber.App) {
 func (g *Gateway) metricsRoute(app *fiber.App) {
 	if g.cfg.Telemetry.Metrics.Prometheus {
 		// A store error leaves out the store's gauges (and is logged), not the whole scrape.
-		app.Get("/metrics", adaptor.HTTPHandler(promhttp.HandlerFor(g.metrics.registry, promhttp.HandlerOpts{
+		scrape := adaptor.HTTPHandler(promhttp.HandlerFor(g.metrics.registry, promhttp.HandlerOpts{
 			ErrorHandling: promhttp.ContinueOnError,
 			ErrorLog:      slog.NewLogLogger(g.log.Handler(), slog.LevelWarn),
-		})))
+		}))
+		app.Get("/metrics", func(c *fiber.Ctx) error {
+			// A scrape has no body. The adaptor would read one whole, whatever its size: drop it
+			// unread (closeUnreadBodies closes the connection).
+			c.Request().ResetBody()
+			return scrape(c)
+		})
 	}
 }
 
