@@ -111,7 +111,7 @@ func New(opts Options) (*Gateway, error) {
 	if g.tracer == nil {
 		g.tracer = noop.NewTracerProvider()
 	}
-	g.metrics = newMetrics(opts.Store, g.now)
+	g.metrics = newMetrics(opts.Store, g.now, opts.Config.Events.Types)
 	g.engine = delivery.New(delivery.Options{
 		Store:          opts.Store,
 		Delivery:       opts.Config.Delivery,
@@ -239,6 +239,7 @@ func (g *Gateway) ServeAll(ctx context.Context, ln, admin net.Listener) error {
 		return fmt.Errorf("gateway: recover leases: %w", err)
 	}
 	for _, s := range servers {
+		g.metrics.listening(s.name)
 		s.ln = newConnLimiter(s.ln, g.cfg.MaxConnections, g.cfg.MaxConnectionsPerIP, s.name, g.log,
 			func(reason string) { g.metrics.connectionRefused(s.name, reason) })
 	}

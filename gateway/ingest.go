@@ -30,8 +30,14 @@ type ingestReply struct {
 }
 
 // ingest is POST /v1/events: it answers 202 only once the events and their deliveries are
-// committed, together with whatever other requests arrived meanwhile (group commit).
-func (g *Gateway) ingest(c *fiber.Ctx) error {
+// committed, together with whatever other requests arrived meanwhile (group commit). Refused
+// requests are counted by reason.
+func (g *Gateway) ingest(c *fiber.Ctx) (err error) {
+	defer func() {
+		if err != nil {
+			g.metrics.refusedIngest(err)
+		}
+	}()
 	if g.ingestTokens != nil && !g.ingestTokens.allows(c.Get(fiber.HeaderAuthorization)) {
 		c.Set(fiber.HeaderWWWAuthenticate, `Bearer realm="webhook-gateway ingest"`)
 		return newProblem(fiber.StatusUnauthorized, "a valid ingest token is required: Authorization: Bearer <token>")
