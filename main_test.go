@@ -235,6 +235,9 @@ func TestServeWithAdminListener(t *testing.T) {
 	if !strings.Contains(p.output.String(), adminAddr) {
 		t.Errorf("the log does not name the admin listener %s:\n%s", adminAddr, p.output)
 	}
+	if !strings.Contains(p.output.String(), `"msg":"traces","exporter":"none","destination":"nowhere: traces are not exported"`) {
+		t.Errorf("the log does not say where traces go:\n%s", p.output)
+	}
 	if code := p.stop(syscall.SIGTERM); code != 0 {
 		t.Fatalf("SIGTERM: exit code %d\n%s", code, p.output)
 	}
