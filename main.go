@@ -169,6 +169,7 @@ func serve(path string, explicit bool, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	log.Info("traces", gateway.TracesDestination(cfg.Telemetry)...)
 	defer func() {
 		// Spans still buffered are sent before the process ends.
 		flushCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

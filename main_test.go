@@ -206,6 +206,44 @@ func TestServeRestartKeepsData(t *testing.T) {
 	}
 }
 
+// GATEWAY_ADMIN_LISTEN moves the management API and /metrics to a listener of their own.
+func TestServeWithAdminListener(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "gateway.yaml")
+	writeConfig(t, cfg, "admin:\n  tokens: [\"${GATEWAY_ADMIN_TOKEN}\"]\nstore:\n  dsn: gw.db\n")
+	adminAddr := freeAddr(t)
+	p := startGateway(t, dir, cfg, "GATEWAY_ADMIN_TOKEN="+testToken, "GATEWAY_ADMIN_LISTEN="+adminAddr)
+	if status, _ := p.request(testToken, "GET", "/v1/webhooks", ""); status != 404 {
+		t.Errorf("management API on listen: %d, want 404", status)
+	}
+	if status, _ := p.request("", "POST", "/v1/events", `{"type": "task.state.updated"}`); status != 202 {
+		t.Errorf("ingest on listen: %d, want 202", status)
+	}
+	admin := &process{t: t, base: "http://" + adminAddr}
+	if status, _ := admin.request(testToken, "POST", "/v1/webhooks", `{"url": "https://example.com/hooks"}`); status != 201 {
+		t.Errorf("management API on admin.listen: %d, want 201", status)
+	}
+	for _, path := range []string{"/readyz", "/healthz", "/metrics"} {
+		resp, err := http.Get(admin.base + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Errorf("GET %s on admin.listen: %d", path, resp.StatusCode)
+		}
+	}
+	if !strings.Contains(p.output.String(), adminAddr) {
+		t.Errorf("the log does not name the admin listener %s:\n%s", adminAddr, p.output)
+	}
+	if !strings.Contains(p.output.String(), `"msg":"traces","exporter":"none","destination":"nowhere: traces are not exported"`) {
+		t.Errorf("the log does not say where traces go:\n%s", p.output)
+	}
+	if code := p.stop(syscall.SIGTERM); code != 0 {
+		t.Fatalf("SIGTERM: exit code %d\n%s", code, p.output)
+	}
+}
+
 func TestSIGHUPSyncsDeclaredSubscriptions(t *testing.T) {
 	dir := t.TempDir()
 	cfg := filepath.Join(dir, "gateway.yaml")

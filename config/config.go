@@ -14,7 +14,8 @@ import (
 
 // Config is the whole of gateway.yaml.
 type Config struct {
-	// Listen is the address the HTTP server listens on. GATEWAY_LISTEN overrides it.
+	// Listen is the address the HTTP server listens on. GATEWAY_LISTEN overrides it. With
+	// Admin.Listen set, it serves only ingest (POST /v1/events) and the health probes.
 	Listen   string   `yaml:"listen"`
 	Admin    Admin    `yaml:"admin"`
 	Ingest   Ingest   `yaml:"ingest"`
@@ -24,6 +25,14 @@ type Config struct {
 	Security Security `yaml:"security"`
 
 	Telemetry Telemetry `yaml:"telemetry"`
+
+	// MaxConnections bounds the connections each listener serves at once; more are answered
+	// 503 and closed.
+	MaxConnections int `yaml:"max_connections"`
+	// MaxConnectionsPerIP bounds the connections one client address (an IPv4 address, an IPv6
+	// /64) may hold open to a listener; more are answered 429 and closed. Loopback clients
+	// count only toward MaxConnections. 0 turns this bound off (MaxConnections still holds).
+	MaxConnectionsPerIP int `yaml:"max_connections_per_ip"`
 
 	// Subscriptions are declared in the file and owned by it: synced into the store at start and
 	// on SIGHUP, created or updated by ID, deleted when removed from the file.
@@ -37,6 +46,10 @@ type Admin struct {
 	Tokens []string `yaml:"tokens"`
 	// RevealSecrets makes the API return stored passwords in clear instead of "********".
 	RevealSecrets bool `yaml:"reveal_secrets"`
+	// Listen, when set, is a listener of its own for the management API, /metrics and the
+	// health probes, which are then not served on the main listener. GATEWAY_ADMIN_LISTEN
+	// overrides it.
+	Listen string `yaml:"listen"`
 }
 
 // Ingest configures POST /v1/events, where producers post events.
@@ -213,5 +226,8 @@ func Default() *Config {
 			Metrics:     Metrics{Prometheus: true},
 			LogLevel:    "info",
 		},
+
+		MaxConnections:      10000,
+		MaxConnectionsPerIP: 1000,
 	}
 }

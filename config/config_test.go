@@ -158,6 +158,45 @@ func TestListenOverride(t *testing.T) {
 	}
 }
 
+func TestAdminListen(t *testing.T) {
+	cfg, err := config.Parse([]byte("listen: 127.0.0.1:8080\n"), env(nil), nil)
+	if err != nil || cfg.Admin.Listen != "" {
+		t.Fatalf("default admin.listen %q, %v; want empty (everything on listen)", cfg.Admin.Listen, err)
+	}
+	cfg, err = config.Parse([]byte("admin:\n  listen: 127.0.0.1:9090\n"), env(map[string]string{config.EnvAdminListen: "0.0.0.0:9091"}), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Admin.Listen != "0.0.0.0:9091" {
+		t.Fatalf("admin.listen %q, want GATEWAY_ADMIN_LISTEN's", cfg.Admin.Listen)
+	}
+	for in, want := range map[string]string{
+		"admin:\n  listen: nine":                                   "admin.listen: must be host:port, such as 0.0.0.0:9090, or empty to serve the management API on listen",
+		"listen: 127.0.0.1:8080\nadmin:\n  listen: 127.0.0.1:8080": "admin.listen: must differ from listen (127.0.0.1:8080), or be empty to serve the management API there",
+	} {
+		_, err := config.Parse([]byte(in+"\n"), env(nil), nil)
+		if err == nil || err.Error() != want {
+			t.Errorf("%q:\ngot  %v\nwant %s", in, err, want)
+		}
+	}
+}
+
+func TestConnectionLimitKeys(t *testing.T) {
+	cfg, err := config.Parse([]byte("max_connections: 500\n"), env(nil), nil)
+	if err != nil || cfg.MaxConnections != 500 || cfg.MaxConnectionsPerIP != 1000 {
+		t.Fatalf("max_connections 500 with the default per-IP bound above it: %+v, %v", cfg, err)
+	}
+	for in, want := range map[string]string{
+		"max_connections: 0":         "max_connections: must be a whole number from 1 to 1000000",
+		"max_connections_per_ip: -1": "max_connections_per_ip: must be a whole number, 0 for no bound of its own",
+	} {
+		_, err := config.Parse([]byte(in+"\n"), env(nil), nil)
+		if err == nil || err.Error() != want {
+			t.Errorf("%q:\ngot  %v\nwant %s", in, err, want)
+		}
+	}
+}
+
 func TestSubscriptionDefaults(t *testing.T) {
 	cfg, err := config.Parse([]byte(`
 subscriptions:

@@ -15,6 +15,8 @@ import (
 const (
 	EnvConfig = "GATEWAY_CONFIG" // the config file, when --config is not given
 	EnvListen = "GATEWAY_LISTEN" // overrides listen
+
+	EnvAdminListen = "GATEWAY_ADMIN_LISTEN" // overrides admin.listen
 )
 
 // PluginChecker checks a plugin's name and configuration. A *plugins.Registry is one. It
@@ -36,7 +38,8 @@ func Load(path string, plugins PluginChecker) (*Config, error) {
 }
 
 // Parse decodes and validates a configuration, expanding ${VAR} and ${VAR:-default} with
-// lookup. GATEWAY_LISTEN, when lookup finds it, overrides listen.
+// lookup. GATEWAY_LISTEN and GATEWAY_ADMIN_LISTEN, when lookup finds them, override listen
+// and admin.listen.
 func Parse(data []byte, lookup func(string) (string, bool), plugins PluginChecker) (*Config, error) {
 	cfg := Default()
 	var doc yaml.Node
@@ -51,6 +54,9 @@ func Parse(data []byte, lookup func(string) (string, bool), plugins PluginChecke
 	}
 	if v, ok := lookup(EnvListen); ok && v != "" {
 		cfg.Listen = v
+	}
+	if v, ok := lookup(EnvAdminListen); ok && v != "" {
+		cfg.Admin.Listen = v
 	}
 	cfg.normalize()
 	if err := cfg.Validate(plugins); err != nil {

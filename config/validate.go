@@ -23,6 +23,19 @@ func (c *Config) Validate(plugins PluginChecker) error {
 	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
 		ps.Add("listen", "must be host:port, such as 127.0.0.1:8080")
 	}
+	if c.Admin.Listen != "" {
+		if _, _, err := net.SplitHostPort(c.Admin.Listen); err != nil {
+			ps.Add("admin.listen", "must be host:port, such as 0.0.0.0:9090, or empty to serve the management API on listen")
+		} else if c.Admin.Listen == c.Listen && !strings.HasSuffix(c.Listen, ":0") {
+			ps.Add("admin.listen", "must differ from listen (%s), or be empty to serve the management API there", c.Listen)
+		}
+	}
+	if c.MaxConnections < 1 || c.MaxConnections > 1_000_000 {
+		ps.Add("max_connections", "must be a whole number from 1 to 1000000")
+	}
+	if c.MaxConnectionsPerIP < 0 {
+		ps.Add("max_connections_per_ip", "must be a whole number, 0 for no bound of its own")
+	}
 	if c.Ingest.MaxBodyBytes <= 0 || c.Ingest.MaxBodyBytes > 64<<20 {
 		ps.Add("ingest.max_body_bytes", "must be between 1 and 67108864")
 	}

@@ -3,6 +3,7 @@ package delivery
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -106,6 +107,43 @@ func errorText(err error) string {
 		return "TLS: " + err.Error()
 	}
 	return err.Error()
+}
+
+// errorType is the error.type of a request that got no answer, one of a few values (the
+// OpenTelemetry conventions ask for low cardinality, and Go type names say little): blocked
+// (the security rules refused the address), dns, tls, timeout, connection_refused,
+// connection_reset, cancelled (the gateway was shutting down), or _OTHER. An answer's
+// error.type is its status code.
+func errorType(err error) string {
+	var blocked *config.BlockedError
+	var dnsErr *net.DNSError
+	var netErr net.Error
+	var (
+		tlsVerify   *tls.CertificateVerificationError
+		tlsRecord   tls.RecordHeaderError
+		tlsAlert    tls.AlertError
+		x509Unknown x509.UnknownAuthorityError
+		x509Host    x509.HostnameError
+		x509Invalid x509.CertificateInvalidError
+	)
+	switch {
+	case errors.As(err, &blocked):
+		return "blocked"
+	case errors.As(err, &dnsErr):
+		return "dns"
+	case errors.As(err, &tlsVerify), errors.As(err, &tlsRecord), errors.As(err, &tlsAlert),
+		errors.As(err, &x509Unknown), errors.As(err, &x509Host), errors.As(err, &x509Invalid):
+		return "tls"
+	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &netErr) && netErr.Timeout():
+		return "timeout"
+	case errors.Is(err, context.Canceled):
+		return "cancelled"
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return "connection_refused"
+	case errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE), errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		return "connection_reset"
+	}
+	return "_OTHER"
 }
 
 // failureReason is the error state reason of a failed attempt.

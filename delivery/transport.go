@@ -2,7 +2,9 @@ package delivery
 
 import (
 	"crypto/tls"
+	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/netip"
@@ -97,7 +99,9 @@ func (t policyTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 // with one without credentials or query values. For an attempt it adds what otelhttp does not
 // set (the webhook.* attributes, http.request.resend_count, error.type for a 3xx) and notes the
 // trace id for the attempt log. Only the attempt request carries its round in the context; a
-// plugin's own request does not, and is not an attempt.
+// plugin's own request does not, and is not an attempt. Its errors, and those of the response
+// body, carry their documented error.type (see errorType), which otelhttp records in place of
+// the Go type's name.
 type spanTransport struct{ rt http.RoundTripper }
 
 func (t spanTransport) RoundTrip(req *http.Request) (*http.Response, error) {
@@ -120,14 +124,65 @@ func (t spanTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 			r.traceID = sc.TraceID().String()
 		}
 	}
+	deadline, _ := req.Context().Deadline() // delivery.timeout's, set by the client
 	resp, err := t.rt.RoundTrip(req)
-	switch {
-	case err != nil: // otelhttp records error.type (config.BlockedError says "blocked")
-	case resp.StatusCode >= 300 && resp.StatusCode <= 399:
+	if err != nil {
+		return nil, &typedError{err, deadline}
+	}
+	if resp.StatusCode >= 300 && resp.StatusCode <= 399 {
 		span.SetAttributes(attribute.String("error.type", strconv.Itoa(resp.StatusCode)))
 		span.SetStatus(codes.Error, "redirects are not followed")
 	}
-	return resp, err
+	resp.Body = typedBody{resp.Body, deadline}
+	return resp, nil
+}
+
+// typedError is an error of a delivery request that says its error.type: OpenTelemetry's
+// semconv.ErrorType, which otelhttp uses, takes it from ErrorType. It is otherwise its
+// underlying error (errors.Is and As, Timeout).
+type typedError struct {
+	err      error
+	deadline time.Time // the request's, if any
+}
+
+func (e *typedError) Error() string { return e.err.Error() }
+func (e *typedError) Unwrap() error { return e.err }
+
+// ErrorType is errorType's, but timeout when the request's deadline has passed: the client
+// cancels a request that runs out of time in two ways at once, and the transport may report
+// either, as "net/http: request canceled" as well as a deadline error.
+func (e *typedError) ErrorType() string {
+	typ := errorType(e.err)
+	if (typ == "_OTHER" || typ == "cancelled") && !e.deadline.IsZero() && !time.Now().Before(e.deadline) {
+		return "timeout"
+	}
+	return typ
+}
+
+// Timeout and Temporary keep what net/http and url.Error ask of a transport's error.
+func (e *typedError) Timeout() bool {
+	var t interface{ Timeout() bool }
+	return errors.As(e.err, &t) && t.Timeout()
+}
+
+func (e *typedError) Temporary() bool {
+	var t interface{ Temporary() bool }
+	return errors.As(e.err, &t) && t.Temporary()
+}
+
+// typedBody is a response body whose read errors (a reset, a timeout while the answer comes)
+// say their error.type too. io.EOF is returned as it is.
+type typedBody struct {
+	io.ReadCloser
+	deadline time.Time
+}
+
+func (b typedBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err != nil && err != io.EOF {
+		err = &typedError{err, b.deadline}
+	}
+	return n, err
 }
 
 // redactedURL is u without credentials and with every query value replaced: a query may hold

@@ -1,8 +1,8 @@
 // Package gateway is the webhook gateway's HTTP side and its lifecycle: the Fiber app with the
 // ingest API (group commit into the store), the management API in both seed dialects, health
-// and metrics, and the sync of declared subscriptions into the store. Serve runs the HTTP
-// server beside the delivery engine (package delivery) and retention pruning, and shuts them
-// down in order.
+// and metrics, and the sync of declared subscriptions into the store. Serve (one listener) and
+// ServeAll (ingest and management on listeners of their own) run the HTTP servers beside the
+// delivery engine (package delivery) and retention pruning, and shut them down in order.
 package gateway
 
 import (
@@ -121,7 +121,7 @@ func New(opts Options) (*Gateway, error) {
 	if g.tracer == nil {
 		g.tracer = noop.NewTracerProvider()
 	}
-	g.metrics = newMetrics(opts.Store, g.now)
+	g.metrics = newMetrics(opts.Store, g.now, opts.Config.Events.Types)
 	g.engine = delivery.New(delivery.Options{
 		Store:          opts.Store,
 		Delivery:       opts.Config.Delivery,
@@ -157,10 +157,17 @@ func New(opts Options) (*Gateway, error) {
 			}
 			return out, nil
 		})
-	g.app = fiber.New(fiber.Config{
+	g.app = g.newApp(g.healthRoutes, g.metricsRoute, g.ingestRoutes, g.managementRoutes)
+	return g, nil
+}
+
+// newApp returns a Fiber app with the gateway's server settings that serves the given sets
+// of routes.
+func (g *Gateway) newApp(routeSets ...func(*fiber.App)) *fiber.App {
+	app := fiber.New(fiber.Config{
 		AppName:               "webhook-gateway",
 		DisableStartupMessage: true,
-		BodyLimit:             int(max(opts.Config.Ingest.MaxBodyBytes, managementBodyLimit)),
+		BodyLimit:             int(max(g.cfg.Ingest.MaxBodyBytes, managementBodyLimit)),
 		ReadTimeout:           30 * time.Second,
 		WriteTimeout:          30 * time.Second,
 		IdleTimeout:           120 * time.Second,
@@ -168,47 +175,90 @@ func New(opts Options) (*Gateway, error) {
 		ErrorHandler:          g.handleError,
 		JSONEncoder:           marshalJSON,
 		JSONDecoder:           json.Unmarshal,
+
+		// Bodies are read by the handlers, after the token, up to their route's limit (see
+		// readBody), not by the server before them: it would allocate the announced size.
+		StreamRequestBody:            true,
+		DisablePreParseMultipartForm: true, // it would read a multipart body before any handler
+		// connLimiter refuses connections over max_connections first, with a problem document;
+		// this holds for connections that reach the server by another way.
+		Concurrency: g.cfg.MaxConnections,
 	})
 	// A response during shutdown says Connection: close, so keep-alive clients let go.
-	g.app.Server().CloseOnShutdown = true
-	g.app.Use(serverSpans(g.tracer))
-	g.routes()
-	return g, nil
+	app.Server().CloseOnShutdown = true
+	app.Use(closeUnreadBodies)
+	app.Use(serverSpans(g.tracer))
+	for _, add := range routeSets {
+		add(app)
+	}
+	app.Use(noRoute)
+	return app
 }
 
-// App returns the Fiber app, for tests that drive it with app.Test.
+// App returns the Fiber app that serves every route, as Serve does, for tests that drive it
+// with app.Test.
 func (g *Gateway) App() *fiber.App { return g.app }
 
-// Run listens on the configured address and serves until ctx ends, then shuts down.
+// Run listens on the configured addresses (listen, and admin.listen when set) and serves until
+// ctx ends, then shuts down.
 func (g *Gateway) Run(ctx context.Context) error {
 	ln, err := net.Listen("tcp", g.cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("gateway: %w", err)
 	}
-	return g.Serve(ctx, ln)
+	var admin net.Listener
+	if g.cfg.Admin.Listen != "" {
+		if admin, err = net.Listen("tcp", g.cfg.Admin.Listen); err != nil {
+			ln.Close()
+			return fmt.Errorf("gateway: admin.listen: %w", err)
+		}
+	}
+	return g.ServeAll(ctx, ln, admin)
 }
 
 // ShutdownTimeout bounds how long Serve waits for requests in flight once its context ends.
 const ShutdownTimeout = 10 * time.Second
 
-// Serve serves on ln and delivers until ctx ends. Then it shuts down: it stops accepting and
-// waits up to ShutdownTimeout for requests in flight (their events are committed); meanwhile
-// the delivery engine stops claiming, lets rounds in flight finish (cancelling them after its
-// drain period) and records their outcomes, and pruning stops; last the ingest group commit
-// stops. Every goroutine it starts has ended when it returns, but for request handlers still
-// running after ShutdownTimeout (their requests were not answered: nothing is lost). It
-// returns nil after a clean shutdown.
+// Serve serves every route on ln and delivers until ctx ends: it is ServeAll with no admin
+// listener.
+func (g *Gateway) Serve(ctx context.Context, ln net.Listener) error {
+	return g.ServeAll(ctx, ln, nil)
+}
+
+// ServeAll serves and delivers until ctx ends. With admin nil, ln serves every route. With an
+// admin listener, ln serves ingest (POST /v1/events) and the health probes, and admin serves
+// the management API, /metrics and the health probes.
+//
+// When ctx ends it shuts down in stages: it stops accepting on ln, then on admin, and waits
+// (both together at most ShutdownTimeout) for requests in flight (their events are committed),
+// stops the delivery engine (which lets rounds in flight finish, cancels them after its drain
+// period, and records their outcomes) and pruning, and last the ingest group commit. Every
+// goroutine it starts has ended when it returns, but for request handlers still running after
+// ShutdownTimeout (their requests were not answered: nothing is lost). It returns nil after a
+// clean shutdown.
 //
 // The delivery engine starts once the leases of the process that used the store before are
-// recovered (store.RecoverLeases). When that fails (a full disk), Serve serves all the same,
-// reads and /healthz, but /readyz answers 503 and nothing is delivered until a retry, every
+// recovered (store.RecoverLeases). When that fails (a full disk), it serves all the same, reads
+// and /healthz, but /readyz answers 503 and nothing is delivered until a retry, every
 // RecoveryRetryWait, succeeds.
-func (g *Gateway) Serve(ctx context.Context, ln net.Listener) error {
+func (g *Gateway) ServeAll(ctx context.Context, ln, admin net.Listener) error {
+	servers := []*httpServer{{name: "listen", app: g.app, ln: ln}}
+	if admin != nil {
+		servers = []*httpServer{
+			{name: "listen", app: g.newApp(g.healthRoutes, g.ingestRoutes), ln: ln},
+			{name: "admin.listen", app: g.newApp(g.healthRoutes, g.metricsRoute, g.managementRoutes), ln: admin},
+		}
+	}
 	recoverErr := g.store.RecoverLeases(context.WithoutCancel(ctx))
 	if recoverErr != nil {
 		g.recovering.Store(&recoverErr)
 		g.log.Error("recovering the delivery leases failed: serving, not ready and not delivering, until a retry succeeds",
 			"err", recoverErr, "retry_every", g.recoveryWait.String())
+	}
+	for _, s := range servers {
+		g.metrics.listening(s.name)
+		s.ln = newConnLimiter(s.ln, g.cfg.MaxConnections, g.cfg.MaxConnectionsPerIP, s.name, g.log,
+			func(reason string) { g.metrics.connectionRefused(s.name, reason) })
 	}
 	// The ingest group commit outlives the handlers that use it.
 	batchCtx, stopBatch := context.WithCancel(context.WithoutCancel(ctx))
@@ -228,27 +278,49 @@ func (g *Gateway) Serve(ctx context.Context, ln net.Listener) error {
 	})
 	work.Go(func() error { g.prune(runCtx); return nil })
 
-	g.log.Info("listening", "addr", ln.Addr().String(), "version", Version)
+	if admin != nil {
+		g.log.Info("listening", "addr", ln.Addr().String(), "admin", admin.Addr().String(), "version", Version)
+	} else {
+		g.log.Info("listening", "addr", ln.Addr().String(), "version", Version)
+	}
 	if g.ingestTokens == nil {
 		if ap, err := netip.ParseAddrPort(ln.Addr().String()); err == nil && !ap.Addr().IsLoopback() {
 			g.log.Warn("ingest.tokens is empty: POST /v1/events takes events from anyone who can reach " + ln.Addr().String())
 		}
 	}
-	served := make(chan error, 1)
-	go func() { served <- g.app.Listener(ln) }()
-	var serveErr error
+	ended := make(chan struct{}, len(servers)) // a server's Serve returned
+	for _, s := range servers {
+		s.done = make(chan struct{})
+		go func() {
+			s.err = s.app.Listener(s.ln)
+			close(s.done)
+			ended <- struct{}{}
+		}()
+	}
 	select {
-	case serveErr = <-served:
-		serveErr = fmt.Errorf("gateway: serve: %w", serveErr)
-		served = nil
+	case <-ended:
 	case <-ctx.Done():
 	}
-	err := g.shutdownHTTP(ctx, ln, served)
+	var errs []error
+	for _, s := range servers {
+		select {
+		case <-s.done: // ended before the shutdown: a failure
+			errs = append(errs, fmt.Errorf("gateway: serve %s: %w", s.name, cmp.Or(s.err, errors.New("stopped"))))
+			s.reported = true
+		default:
+		}
+	}
+	// Ingest stops first, then the management API; both share one grace period.
+	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), ShutdownTimeout)
+	defer cancel()
+	for _, s := range servers {
+		errs = append(errs, g.shutdownHTTP(shutdownCtx, s))
+	}
 	stopRun()
-	workErr := work.Wait()
+	errs = append(errs, work.Wait())
 	stopBatch()
 	<-batched
-	return errors.Join(serveErr, err, workErr)
+	return errors.Join(errs...)
 }
 
 // retryRecovery tries store.RecoverLeases again every recoveryWait until it succeeds, which
@@ -285,28 +357,35 @@ func (g *Gateway) storeWrote(err error) {
 	}
 }
 
-// shutdownHTTP stops accepting and waits for the requests in flight, and for the listener's
-// goroutine to report on served (nil when it already has).
-func (g *Gateway) shutdownHTTP(ctx context.Context, ln net.Listener, served chan error) error {
-	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), ShutdownTimeout)
-	defer cancel()
-	err := g.app.ShutdownWithContext(shutdownCtx)
+// httpServer is a Fiber app serving on a listener.
+type httpServer struct {
+	name     string // its configuration key, for errors
+	app      *fiber.App
+	ln       net.Listener
+	done     chan struct{} // closed when app.Listener has returned, with err
+	err      error
+	reported bool // err is already reported
+}
+
+// shutdownHTTP stops s accepting and waits, until ctx ends, for the requests in flight, and
+// for its Serve to return.
+func (g *Gateway) shutdownHTTP(ctx context.Context, s *httpServer) error {
+	err := s.app.ShutdownWithContext(ctx)
 	if errors.Is(err, context.DeadlineExceeded) {
 		// Requests still open after the grace period: their events are not acknowledged, so
 		// nothing is lost by leaving them; that is not a failed shutdown.
-		g.log.Warn("shutdown: connections still open after the grace period were abandoned", "grace", ShutdownTimeout.String())
+		g.log.Warn("shutdown: connections still open after the grace period were abandoned", "listener", s.name, "grace", ShutdownTimeout.String())
 		err = nil
 	}
 	// fasthttp closes only a listener its Serve has already registered: a shutdown that comes
 	// first would leave Serve blocked in Accept for good. Closing it here ends Serve either way.
-	ln.Close()
-	if served != nil { // nil when Serve has already returned
-		if serveErr := <-served; serveErr != nil && err == nil {
-			err = serveErr
-		}
+	s.ln.Close()
+	<-s.done
+	if err == nil && !s.reported {
+		err = s.err
 	}
 	if err != nil {
-		return fmt.Errorf("gateway: shutdown: %w", err)
+		return fmt.Errorf("gateway: shutdown %s: %w", s.name, err)
 	}
 	return nil
 }

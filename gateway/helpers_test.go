@@ -50,6 +50,7 @@ type env struct {
 	gw    *gateway.Gateway
 	store store.Store
 	base  string
+	admin string // the admin listener's base URL, when cfg.Admin.Listen is set
 	clock *clock
 	cfg   *config.Config
 
@@ -136,7 +137,16 @@ func newEnvAt(t testing.TB, path string, edit func(*config.Config), editOpts fun
 	ctx, cancel := context.WithCancel(context.Background())
 	e := &env{t: t, gw: gw, store: st, base: "http://" + ln.Addr().String(), clock: clk, cfg: cfg,
 		stop: cancel, served: make(chan error, 1)}
-	go func() { e.served <- gw.Serve(ctx, ln) }()
+	if cfg.Admin.Listen == "" {
+		go func() { e.served <- gw.Serve(ctx, ln) }()
+	} else {
+		admin, err := net.Listen("tcp", cfg.Admin.Listen)
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.admin = "http://" + admin.Addr().String()
+		go func() { e.served <- gw.ServeAll(ctx, ln, admin) }()
+	}
 	t.Cleanup(func() {
 		if err := e.shutdown(); err != nil {
 			t.Errorf("Serve: %v", err)

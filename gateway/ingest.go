@@ -36,18 +36,24 @@ type ingestReply struct {
 }
 
 // ingest is POST /v1/events: it answers 202 only once the events and their deliveries are
-// committed, together with whatever other requests arrived meanwhile (group commit).
-func (g *Gateway) ingest(c *fiber.Ctx) error {
+// committed, together with whatever other requests arrived meanwhile (group commit). Refused
+// requests are counted by reason.
+func (g *Gateway) ingest(c *fiber.Ctx) (err error) {
+	defer func() {
+		if err != nil {
+			g.metrics.refusedIngest(err)
+		}
+	}()
 	if g.ingestTokens != nil && !g.ingestTokens.allows(c.Get(fiber.HeaderAuthorization)) {
 		c.Set(fiber.HeaderWWWAuthenticate, `Bearer realm="webhook-gateway ingest"`)
 		return newProblem(fiber.StatusUnauthorized, "a valid ingest token is required: Authorization: Bearer <token>")
 	}
-	body := c.Body()
-	if int64(len(body)) > g.cfg.Ingest.MaxBodyBytes {
-		return newProblem(fiber.StatusRequestEntityTooLarge,
-			fmt.Sprintf("the request body is larger than ingest.max_body_bytes (%d bytes)", g.cfg.Ingest.MaxBodyBytes))
+	// Only now, with the token checked, is the body read.
+	body, err := readBody(c, g.cfg.Ingest.MaxBodyBytes, newProblem(fiber.StatusRequestEntityTooLarge,
+		fmt.Sprintf("the request body is larger than ingest.max_body_bytes (%d bytes)", g.cfg.Ingest.MaxBodyBytes)))
+	if err != nil {
+		return err
 	}
-	// Fiber reuses the body's buffer once the handler returns: parseEvents copies what it keeps.
 	events, batch, err := parseEvents(body, g.cfg.Events, g.now().UTC(), g.newID)
 	if err != nil {
 		return err

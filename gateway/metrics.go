@@ -2,8 +2,12 @@ package gateway
 
 import (
 	"context"
+	"errors"
+	"runtime"
 	"strconv"
 	"time"
+
+	"github.com/gofiber/fiber/v2"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -19,9 +23,24 @@ type metrics struct {
 	deliveries *prometheus.CounterVec
 	attempts   *prometheus.CounterVec
 	duration   prometheus.Histogram
+	refused    *prometheus.CounterVec
+	// ingestRefused counts refused ingest requests by reason.
+	ingestRefused *prometheus.CounterVec
 }
 
-func newMetrics(st store.Store, now func() time.Time) *metrics {
+// Label values every series is made with at start, so that a rate or ratio over them is 0, not
+// "no data", before the first one happens.
+var (
+	deliveryOutcomes = []string{"succeeded", "retrying", "failed"}
+	statusClasses    = []string{"2xx", "3xx", "4xx", "5xx", "error"}
+	// ingestRefusals are the reasons of webhook_gateway_ingest_refused_total: bad_request (400:
+	// the body is not events, 408: it did not arrive in time, 415: its encoding), unauthorized
+	// (401), too_large (413), unknown_type (422), unavailable (5xx: the store did not take them).
+	ingestRefusals = []string{"bad_request", "unauthorized", "too_large", "unknown_type", "unavailable"}
+)
+
+// newMetrics makes the metrics; eventTypes are events.types, whose series start at 0.
+func newMetrics(st store.Store, now func() time.Time, eventTypes []string) *metrics {
 	m := &metrics{
 		registry: prometheus.NewRegistry(),
 		ingested: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -41,11 +60,69 @@ func newMetrics(st store.Store, now func() time.Time) *metrics {
 			Help:    "Duration of HTTP delivery attempts.",
 			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
 		}),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "webhook_gateway_connections_refused_total",
+			Help: "Connections answered at once and closed because their listener (listen or admin.listen) held max_connections, or their client address max_connections_per_ip.",
+		}, []string{"listener", "reason"}),
+		ingestRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "webhook_gateway_ingest_refused_total",
+			Help: "Requests to POST /v1/events refused, by reason: bad_request (400, 408, 415), unauthorized (401), too_large (413), unknown_type (422), unavailable (5xx).",
+		}, []string{"reason"}),
 	}
-	m.registry.MustRegister(m.ingested, m.deliveries, m.attempts, m.duration,
+	buildInfo := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name:        "webhook_gateway_build_info",
+		Help:        "Always 1; its labels say which version of the gateway runs, built with which Go.",
+		ConstLabels: prometheus.Labels{"version": Version, "goversion": runtime.Version()},
+	})
+	buildInfo.Set(1)
+	for _, o := range deliveryOutcomes {
+		m.deliveries.WithLabelValues(o)
+	}
+	for _, c := range statusClasses {
+		m.attempts.WithLabelValues(c)
+	}
+	for _, r := range ingestRefusals {
+		m.ingestRefused.WithLabelValues(r)
+	}
+	for _, t := range eventTypes {
+		m.ingested.WithLabelValues(t, "false")
+		m.ingested.WithLabelValues(t, "true")
+	}
+	m.registry.MustRegister(m.ingested, m.deliveries, m.attempts, m.duration, m.refused, m.ingestRefused, buildInfo,
 		&storeCollector{store: st, now: now},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
+}
+
+// listening starts the series of a listener's refused connections at 0.
+func (m *metrics) listening(listener string) {
+	m.refused.WithLabelValues(listener, refusedMaxConns)
+	m.refused.WithLabelValues(listener, refusedPerIP)
+}
+
+// refusedIngest counts a refused ingest request by the status err is answered with.
+func (m *metrics) refusedIngest(err error) {
+	status := fiber.StatusInternalServerError
+	var p *problemError
+	var fe *fiber.Error
+	switch {
+	case errors.As(err, &p):
+		status = p.Status
+	case errors.As(err, &fe):
+		status = fe.Code
+	}
+	reason := "bad_request"
+	switch {
+	case status == fiber.StatusUnauthorized:
+		reason = "unauthorized"
+	case status == fiber.StatusRequestEntityTooLarge:
+		reason = "too_large"
+	case status == fiber.StatusUnprocessableEntity:
+		reason = "unknown_type"
+	case status >= 500:
+		reason = "unavailable"
+	}
+	m.ingestRefused.WithLabelValues(reason).Inc()
 }
 
 // watchEngine adds the delivery engine's gauges: attempts in flight, and subscriptions
@@ -61,6 +138,10 @@ func (m *metrics) watchEngine(e *delivery.Engine) {
 			Help: "Subscriptions delivered to one delivery at a time because their recent attempts failed.",
 		}, func() float64 { return float64(e.Stats().Probing) }),
 	)
+}
+
+func (m *metrics) connectionRefused(listener, reason string) {
+	m.refused.WithLabelValues(listener, reason).Inc()
 }
 
 func (m *metrics) ingestedEvent(r store.IngestResult) {

@@ -77,9 +77,9 @@ func (g *Gateway) handleError(c *fiber.Ctx, err error) error {
 // field at fault. The Content-Type is not checked (curl -d sends a form type): the body must
 // simply be JSON.
 func decodeJSON(c *fiber.Ctx, v any) error {
-	body := c.Body()
-	if len(body) > managementBodyLimit {
-		return newProblem(fiber.StatusRequestEntityTooLarge, "the request body is larger than 65536 bytes")
+	body, err := readBody(c, managementBodyLimit, newProblem(fiber.StatusRequestEntityTooLarge, "the request body is larger than 65536 bytes"))
+	if err != nil {
+		return err
 	}
 	return decodeStrictJSON(body, v)
 }

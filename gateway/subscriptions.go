@@ -20,19 +20,41 @@ import (
 	"github.com/webhookgw/gateway/store"
 )
 
-// routes registers every route. Management routes need an admin token.
-func (g *Gateway) routes() {
-	app := g.app
+// The routes come in sets, so that each listener serves its own: with one listener, it
+// serves them all; with admin.listen, the main listener serves health and ingest, and the
+// admin listener health, metrics and management.
+
+// healthRoutes registers the probes, which need no token.
+func (g *Gateway) healthRoutes(app *fiber.App) {
 	app.Get("/healthz", g.healthz)
 	app.Get("/readyz", g.readyz)
+}
+
+// metricsRoute registers GET /metrics, unless telemetry.metrics.prometheus is off.
+func (g *Gateway) metricsRoute(app *fiber.App) {
 	if g.cfg.Telemetry.Metrics.Prometheus {
 		// A store error leaves out the store's gauges (and is logged), not the whole scrape.
-		app.Get("/metrics", adaptor.HTTPHandler(promhttp.HandlerFor(g.metrics.registry, promhttp.HandlerOpts{
+		scrape := adaptor.HTTPHandler(promhttp.HandlerFor(g.metrics.registry, promhttp.HandlerOpts{
 			ErrorHandling: promhttp.ContinueOnError,
 			ErrorLog:      slog.NewLogLogger(g.log.Handler(), slog.LevelWarn),
-		})))
+		}))
+		app.Get("/metrics", func(c *fiber.Ctx) error {
+			// A scrape has no body. The adaptor would read one whole, whatever its size: drop it
+			// unread (closeUnreadBodies closes the connection).
+			c.Request().ResetBody()
+			return scrape(c)
+		})
 	}
+}
 
+// ingestRoutes registers POST /v1/events, which takes ingest tokens, not admin ones.
+func (g *Gateway) ingestRoutes(app *fiber.App) {
+	app.Post("/v1/events", g.ingest)
+}
+
+// managementRoutes registers the management API: both dialects, events and deliveries. Every
+// route needs an admin token.
+func (g *Gateway) managementRoutes(app *fiber.App) {
 	admin := g.requireAdmin
 	for _, prefix := range []string{"/v1/webhooks", "/id-scan/v1/webhooks"} {
 		app.Post(prefix, admin, g.createWebhook)
@@ -43,7 +65,6 @@ func (g *Gateway) routes() {
 		app.Get(prefix+"/:id/deliveries", admin, g.listDeliveries)
 		app.Post(prefix+"/:id/reactivate", admin, g.reactivateWebhook)
 	}
-	app.Post("/v1/events", g.ingest) // ingest tokens, not admin ones
 	app.Get("/v1/events/:id", admin, g.getEvent)
 	app.Get("/v1/deliveries/:id", admin, g.getDelivery)
 	app.Post("/v1/deliveries/:id/retry", admin, g.retryDelivery)
@@ -53,11 +74,19 @@ func (g *Gateway) routes() {
 	app.Get(registrations+"/:id", admin, g.getRegistration)
 	app.Put(registrations+"/:id", admin, g.updateRegistration)
 	app.Delete(registrations+"/:id", admin, g.deactivateRegistration)
+}
 
-	app.Use(func(c *fiber.Ctx) error {
-		c.Locals(unmatchedRoute{}, true) // serverSpans names no route
-		return newProblem(fiber.StatusNotFound, "no route for "+c.Method()+" "+c.Path())
-	})
+// noRoute answers a request no route took: 405 with an Allow header when its path has routes
+// for other methods, else 404.
+func noRoute(c *fiber.Ctx) error {
+	c.Locals(unmatchedRoute{}, true) // serverSpans names no route
+	// Asked for the next route, Fiber's router finds none; it says 405, and sets Allow, when
+	// the path has routes for other methods.
+	if err := c.Next(); errors.Is(err, fiber.ErrMethodNotAllowed) {
+		return newProblem(fiber.StatusMethodNotAllowed, fmt.Sprintf("%s is not allowed on %s; allowed: %s",
+			c.Method(), c.Path(), c.GetRespHeader(fiber.HeaderAllow)))
+	}
+	return newProblem(fiber.StatusNotFound, "no route for "+c.Method()+" "+c.Path())
 }
 
 func (g *Gateway) healthz(c *fiber.Ctx) error {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"strconv"
 	"strings"
@@ -31,10 +32,7 @@ import (
 // and OTEL_RESOURCE_ATTRIBUTES describe the service, OTEL_TRACES_SAMPLER[_ARG] override
 // sample_ratio. stdout writes spans to w.
 func NewTracerProvider(ctx context.Context, cfg config.Telemetry, w io.Writer) (trace.TracerProvider, func(context.Context) error, error) {
-	exporter := cfg.Traces.Exporter
-	if exporter == "none" && (os.Getenv("OTEL_EXPORTER_OTLP_ENDPOINT") != "" || os.Getenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") != "") {
-		exporter = "otlp"
-	}
+	exporter := traceExporter(cfg)
 	var exp sdktrace.SpanExporter
 	var err error
 	switch exporter {
@@ -43,8 +41,7 @@ func NewTracerProvider(ctx context.Context, cfg config.Telemetry, w io.Writer) (
 	case "stdout":
 		exp, err = stdouttrace.New(stdouttrace.WithWriter(w))
 	case "otlp":
-		protocol := firstEnv("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL")
-		if strings.HasPrefix(protocol, "grpc") {
+		if otlpGRPC() {
 			var opts []otlptracegrpc.Option
 			if cfg.Traces.Endpoint != "" {
 				opts = append(opts, otlptracegrpc.WithEndpointURL(cfg.Traces.Endpoint))
@@ -83,6 +80,79 @@ func NewTracerProvider(ctx context.Context, cfg config.Telemetry, w io.Writer) (
 	}
 	tp := sdktrace.NewTracerProvider(opts...)
 	return tp, tp.Shutdown, nil
+}
+
+// traceExporter is the exporter NewTracerProvider uses: telemetry.traces.exporter, or otlp when
+// an OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT variable is set.
+func traceExporter(cfg config.Telemetry) string {
+	if cfg.Traces.Exporter == "none" && (os.Getenv("OTEL_EXPORTER_OTLP_ENDPOINT") != "" || os.Getenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") != "") {
+		return "otlp"
+	}
+	return cfg.Traces.Exporter
+}
+
+// otlpGRPC reports whether OTLP goes over gRPC rather than HTTP/protobuf.
+func otlpGRPC() bool {
+	return strings.HasPrefix(firstEnv("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"), "grpc")
+}
+
+// TracesDestination says, as slog attributes, where NewTracerProvider(cfg) sends spans and
+// which it samples, for the log at start: the exporter, and for otlp the protocol and the
+// endpoint (with no credentials or query values) and where it came from.
+func TracesDestination(cfg config.Telemetry) []any {
+	exporter := traceExporter(cfg)
+	attrs := []any{"exporter", exporter}
+	switch exporter {
+	case "none":
+		return append(attrs, "destination", "nowhere: traces are not exported")
+	case "stdout":
+		attrs = append(attrs, "destination", "stdout")
+	case "otlp":
+		protocol, endpoint, from := "http/protobuf", cfg.Traces.Endpoint, "telemetry.traces.endpoint"
+		if otlpGRPC() {
+			protocol = "grpc"
+		}
+		switch {
+		case endpoint != "":
+			if protocol != "grpc" && !strings.HasSuffix(endpoint, "/v1/traces") {
+				endpoint = strings.TrimSuffix(endpoint, "/") + "/v1/traces"
+			}
+		case os.Getenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") != "":
+			endpoint, from = os.Getenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"), "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
+		case os.Getenv("OTEL_EXPORTER_OTLP_ENDPOINT") != "":
+			endpoint, from = os.Getenv("OTEL_EXPORTER_OTLP_ENDPOINT"), "OTEL_EXPORTER_OTLP_ENDPOINT"
+			if protocol != "grpc" {
+				endpoint = strings.TrimSuffix(endpoint, "/") + "/v1/traces"
+			}
+		case protocol == "grpc":
+			endpoint, from = "https://localhost:4317", "the exporter's default"
+		default:
+			endpoint, from = "https://localhost:4318/v1/traces", "the exporter's default"
+		}
+		attrs = append(attrs, "protocol", protocol, "destination", redactEndpoint(endpoint), "from", from)
+	}
+	if s := os.Getenv("OTEL_TRACES_SAMPLER"); s != "" {
+		return append(attrs, "sampler", s, "sampler_arg", os.Getenv("OTEL_TRACES_SAMPLER_ARG"))
+	}
+	return append(attrs, "sample_ratio", cfg.Traces.SampleRatio)
+}
+
+// redactEndpoint is an endpoint URL without user information, and with its query values
+// replaced: either may hold a credential.
+func redactEndpoint(endpoint string) string {
+	u, err := url.Parse(endpoint)
+	if err != nil || u.Host == "" {
+		return endpoint
+	}
+	u.User = nil
+	if u.RawQuery != "" {
+		q := u.Query()
+		for k := range q {
+			q[k] = []string{"REDACTED"}
+		}
+		u.RawQuery = q.Encode()
+	}
+	return u.String()
 }
 
 func firstEnv(names ...string) string {
