@@ -288,7 +288,8 @@ func waitFor(t *testing.T, p *process, cond func() bool) {
 func TestGeneratedAdminToken(t *testing.T) {
 	dir := t.TempDir()
 	cfg := filepath.Join(dir, "gateway.yaml")
-	writeConfig(t, cfg, "admin:\n  tokens: [\"${GATEWAY_ADMIN_TOKEN}\"]\n")
+	// The shipped gateway.yaml's form: the variable has a default, so it may be empty.
+	writeConfig(t, cfg, "admin:\n  tokens: [\"${GATEWAY_ADMIN_TOKEN:-}\"]\n")
 	p := startGateway(t, dir, cfg, "GATEWAY_ADMIN_TOKEN=")
 	token := regexp.MustCompile(`Authorization: Bearer (gw_[0-9a-f]{48})`).FindStringSubmatch(p.output.String())
 	if token == nil {
@@ -304,6 +305,33 @@ func TestGeneratedAdminToken(t *testing.T) {
 		t.Fatalf("the token is printed %d times, want once", n)
 	}
 	p.stop(syscall.SIGTERM)
+}
+
+// A token list whose entries are all unset variables stops serve and fails validate, naming
+// the variable: it never opens ingest, nor makes up an admin token.
+func TestUnsetTokenVariableRefusesToStart(t *testing.T) {
+	dir := t.TempDir()
+	cases := []struct{ file, want string }{
+		{"admin:\n  tokens: [" + testToken + "]\ningest:\n  tokens: [\"${GATEWAY_TEST_UNSET_INGEST}\"]\n",
+			"ingest.tokens[0]: ${GATEWAY_TEST_UNSET_INGEST} is not set; set it, or write ingest.tokens: [] to take events without a token"},
+		{"admin:\n  tokens: [\"${GATEWAY_TEST_UNSET_ADMIN}\"]\n",
+			"admin.tokens[0]: ${GATEWAY_TEST_UNSET_ADMIN} is not set; set it, or write admin.tokens: [] to have serve make a token for each run"},
+	}
+	for i, c := range cases {
+		cfg := filepath.Join(dir, fmt.Sprintf("gateway%d.yaml", i))
+		writeConfig(t, cfg, c.file)
+		addr := freeAddr(t)
+		for _, args := range [][]string{{"serve", "--config", cfg}, {"validate", "--config", cfg}} {
+			cmd := command(t, dir, []string{"GATEWAY_LISTEN=" + addr}, args...)
+			out, _ := cmd.CombinedOutput()
+			if code := cmd.ProcessState.ExitCode(); code != 1 || !strings.Contains(string(out), c.want) {
+				t.Errorf("gateway %s with %q: exit %d, want 1, and output naming the variable:\n%s", args[0], c.file, code, out)
+			}
+			if strings.Contains(string(out), "listening") || strings.Contains(string(out), "Authorization: Bearer") {
+				t.Errorf("gateway %s with %q started:\n%s", args[0], c.file, out)
+			}
+		}
+	}
 }
 
 func TestServeRefusesToTakeOverAnAPISubscription(t *testing.T) {

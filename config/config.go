@@ -32,8 +32,10 @@ type Config struct {
 
 // Admin configures access to the management API.
 type Admin struct {
-	// Tokens are the bearer tokens the management API accepts. Empty strings (an unset
-	// ${VAR}) are dropped. With none left, serve generates a token for the run and prints it.
+	// Tokens are the bearer tokens the management API accepts. With none (an empty list),
+	// serve generates a token for the run and prints it. Empty strings (an unset ${VAR}) are
+	// dropped, but a list that has entries and none left is refused by Parse, naming the
+	// variables, unless each of them has a default (${VAR:-}).
 	Tokens []string `yaml:"tokens"`
 	// RevealSecrets makes the API return stored passwords in clear instead of "********".
 	RevealSecrets bool `yaml:"reveal_secrets"`
@@ -41,7 +43,9 @@ type Admin struct {
 
 // Ingest configures POST /v1/events, where producers post events.
 type Ingest struct {
-	// Tokens are the bearer tokens producers must send; none means no token is required.
+	// Tokens are the bearer tokens producers must send; none (an empty list) means no token
+	// is required. As with Admin.Tokens, a list that has entries but none once expanded (an
+	// unset ${VAR}) is refused by Parse: it never opens the endpoint.
 	Tokens []string `yaml:"tokens"`
 	// MaxBodyBytes is the largest request body accepted; a larger one is answered 413.
 	MaxBodyBytes int64 `yaml:"max_body_bytes"`
