@@ -21,7 +21,6 @@ import (
 	"os"
 	"os/signal"
 	"reflect"
-	"runtime/debug"
 	"sync"
 	"syscall"
 	"time"
@@ -86,7 +85,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stdout, "ok")
 		return 0
 	case "version":
-		fmt.Fprintln(stdout, "webhook-gateway", version())
+		fmt.Fprintln(stdout, "webhook-gateway", gateway.Version)
 		return 0
 	case "bench":
 		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
@@ -251,14 +250,4 @@ func generateToken() string {
 	b := make([]byte, 24)
 	rand.Read(b)
 	return "gw_" + hex.EncodeToString(b)
-}
-
-// version is gateway.Version, or the module version when built with go install.
-func version() string {
-	if gateway.Version == "dev" {
-		if info, ok := debug.ReadBuildInfo(); ok && info.Main.Version != "" && info.Main.Version != "(devel)" {
-			return info.Main.Version
-		}
-	}
-	return gateway.Version
 }

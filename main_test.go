@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -83,7 +84,12 @@ func freeAddr(t *testing.T) string {
 // spawn starts the gateway with args, listening on addr, and returns it without waiting.
 func spawn(t *testing.T, dir, addr string, env []string, args ...string) *process {
 	t.Helper()
-	cmd := command(t, dir, append(env, "GATEWAY_LISTEN="+addr), args...)
+	return startProcess(t, command(t, dir, append(env, "GATEWAY_LISTEN="+addr), args...), addr)
+}
+
+// startProcess starts cmd, a gateway listening on addr, and returns it without waiting.
+func startProcess(t *testing.T, cmd *exec.Cmd, addr string) *process {
+	t.Helper()
 	out := &syncBuffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
@@ -438,5 +444,87 @@ func TestSpansFlushedAtShutdown(t *testing.T) {
 	out := p.output.String()
 	if !strings.Contains(out, `"Name":"POST"`) || !strings.Contains(out, `"webhook.event.id"`) {
 		t.Fatalf("no attempt span in the output:\n%s", out)
+	}
+}
+
+// buildGateway builds the gateway binary as the Dockerfile does, with extra -ldflags, and with
+// the test binary's -race and CGO_ENABLED so that the build reuses what the test's build
+// compiled. It skips under -short.
+func buildGateway(t *testing.T, ldflags string) string {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	args := []string{"build", "-ldflags", ldflags, "-o", filepath.Join(t.TempDir(), "gateway"), "."}
+	var env []string
+	if info, ok := debug.ReadBuildInfo(); ok {
+		for _, s := range info.Settings {
+			switch s.Key {
+			case "-race":
+				if s.Value == "true" {
+					args = append([]string{"build", "-race"}, args[1:]...)
+				}
+			case "CGO_ENABLED":
+				env = append(env, "CGO_ENABLED="+s.Value)
+			}
+		}
+	}
+	cmd := exec.Command("go", args...)
+	cmd.Env = append(os.Environ(), env...)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return args[len(args)-2]
+}
+
+// The version set at build time is the one everywhere: gateway version, the start-up log
+// line, the User-Agent of deliveries and the trace resource's service.version.
+func TestOneVersionEverywhere(t *testing.T) {
+	const version = "v0.0.0-versiontest"
+	exe := buildGateway(t, "-X github.com/webhookgw/gateway/gateway.Version="+version)
+
+	out, err := exec.Command(exe, "version").CombinedOutput()
+	if err != nil || string(out) != "webhook-gateway "+version+"\n" {
+		t.Errorf("gateway version: %v %q", err, out)
+	}
+
+	agents := make(chan string, 1)
+	rc := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case agents <- r.UserAgent():
+		default:
+		}
+	}))
+	defer rc.Close()
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "gateway.yaml")
+	writeConfig(t, cfg, "admin:\n  tokens: ["+testToken+"]\nsecurity: {require_https: false, allow_private_networks: true}\n"+
+		"telemetry:\n  traces: {exporter: stdout}\nsubscriptions:\n  - id: r\n    url: "+rc.URL+"\n")
+	addr := freeAddr(t)
+	cmd := exec.Command(exe, "serve", "--config", cfg)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "GATEWAY_LISTEN="+addr)
+	p := startProcess(t, cmd, addr)
+	p.waitReady()
+	if s, _ := p.request("", "POST", "/v1/events", `{"id": "v1", "type": "task.state.updated"}`); s != 202 {
+		t.Fatalf("ingest: %d", s)
+	}
+	select {
+	case ua := <-agents:
+		if ua != "webhook-gateway/"+version {
+			t.Errorf("User-Agent %q, want webhook-gateway/%s", ua, version)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatalf("no delivery within 15s\n%s", p.output)
+	}
+	if code := p.stop(syscall.SIGTERM); code != 0 {
+		t.Fatalf("exit %d\n%s", code, p.output)
+	}
+	logs := p.output.String()
+	if !strings.Contains(logs, `"msg":"listening"`) || !strings.Contains(logs, `"version":"`+version+`"`) {
+		t.Errorf("the start-up log line does not name version %s:\n%s", version, logs)
+	}
+	if !strings.Contains(logs, `{"Key":"service.version","Value":{"Type":"STRING","Value":"`+version+`"}}`) {
+		t.Errorf("the spans' resource has no service.version %s:\n%s", version, logs)
 	}
 }

@@ -29,10 +29,6 @@ import (
 	"github.com/webhookgw/gateway/store"
 )
 
-// Version is the gateway's version, set at build time with
-// -ldflags "-X github.com/webhookgw/gateway/gateway.Version=v1.2.3".
-var Version = "dev"
-
 // managementBodyLimit bounds the body of a management API request.
 const managementBodyLimit = 64 << 10
 
