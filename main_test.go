@@ -528,3 +528,123 @@ func TestOneVersionEverywhere(t *testing.T) {
 		t.Errorf("the spans' resource has no service.version %s:\n%s", version, logs)
 	}
 }
+
+// runGateway runs the gateway with args in dir and returns what it printed and its exit code.
+func runGateway(t *testing.T, dir string, env []string, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
+	cmd := command(t, dir, env, args...)
+	var out, errOut bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	if err := cmd.Run(); err != nil && cmd.ProcessState == nil {
+		t.Fatal(err)
+	}
+	return out.String(), errOut.String(), cmd.ProcessState.ExitCode()
+}
+
+// Every command takes -h and --help (help on stdout, exit 0); gateway --version is gateway
+// version; an error is one line on stderr with exactly one "gateway: " in front.
+func TestCommandLineConventions(t *testing.T) {
+	dir := t.TempDir()
+	for _, args := range [][]string{
+		{"-h"}, {"--help"}, {"help"},
+		{"serve", "-h"}, {"serve", "--help"}, {"validate", "-h"}, {"validate", "--help"},
+		{"version", "-h"}, {"version", "--help"}, {"bench", "-h"}, {"bench", "--help"},
+	} {
+		stdout, stderr, code := runGateway(t, dir, nil, args...)
+		want := "usage: gateway "
+		if len(args) > 1 {
+			want += args[0]
+		}
+		if code != 0 || !strings.HasPrefix(stdout, want) || stderr != "" {
+			t.Errorf("gateway %s: exit %d, want 0 with %q… on stdout and nothing on stderr\nstdout:\n%s\nstderr:\n%s",
+				strings.Join(args, " "), code, want, stdout, stderr)
+		}
+	}
+
+	version, _, _ := runGateway(t, dir, nil, "version")
+	if stdout, stderr, code := runGateway(t, dir, nil, "--version"); code != 0 || stdout != version || !strings.HasPrefix(stdout, "webhook-gateway ") || stderr != "" {
+		t.Errorf("gateway --version: exit %d, %q %q; want what gateway version prints, %q", code, stdout, stderr, version)
+	}
+
+	for _, c := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"serve", "--bogus"}, 2, "gateway: serve: flag provided but not defined: -bogus"},
+		{[]string{"validate", "extra"}, 2, `gateway: validate: unexpected argument "extra"`},
+		{[]string{"version", "extra"}, 2, `gateway: version: unexpected argument "extra"`},
+		{[]string{"bench", "--bogus"}, 2, "gateway: bench: flag provided but not defined: -bogus"},
+		{[]string{"nonsense"}, 2, `gateway: unknown command "nonsense"`},
+		{[]string{"serve", "--config", "none.yaml"}, 1, "gateway: config: open none.yaml: no such file or directory"},
+		{[]string{"validate", "--config", "none.yaml"}, 1, "gateway: config: open none.yaml: no such file or directory"},
+	} {
+		stdout, stderr, code := runGateway(t, dir, nil, c.args...)
+		errorLines := 0 // lines that start with "gateway:"; the help that follows has none
+		for _, line := range strings.Split(stderr, "\n") {
+			if strings.HasPrefix(line, "gateway:") {
+				errorLines++
+			}
+		}
+		first, _, _ := strings.Cut(stderr, "\n")
+		if code != c.code || first != c.want || errorLines != 1 || stdout != "" {
+			t.Errorf("gateway %s: exit %d, want %d, and one error line %q on stderr\nstdout:\n%s\nstderr:\n%s",
+				strings.Join(c.args, " "), code, c.code, c.want, stdout, stderr)
+		}
+	}
+}
+
+// validate and serve find the configuration the same way: without --config,
+// $GATEWAY_CONFIG or ./gateway.yaml, both take the built-in one, and report the same problem.
+func TestValidateAndServeFindTheConfigurationAlike(t *testing.T) {
+	dir := t.TempDir() // no gateway.yaml
+	stdout, stderr, code := runGateway(t, dir, []string{"GATEWAY_CONFIG="}, "validate")
+	if code != 0 || stdout != "ok\n" || !strings.Contains(stderr, "built-in configuration") {
+		t.Errorf("validate without a file: exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
+	}
+	const problem = "listen: must be host:port, such as 127.0.0.1:8080"
+	env := []string{"GATEWAY_CONFIG=", "GATEWAY_LISTEN=nowhere"}
+	stdout, stderr, code = runGateway(t, dir, env, "validate")
+	if code != 1 || stdout != problem+"\n" {
+		t.Errorf("validate of the built-in configuration with a bad GATEWAY_LISTEN: exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
+	}
+	stdout, stderr, code = runGateway(t, dir, env, "serve")
+	if code != 1 || stderr != "gateway: the built-in configuration (no ./gateway.yaml here): "+problem+"\n" || stdout != "" {
+		t.Errorf("serve on the built-in configuration with a bad GATEWAY_LISTEN: exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
+	}
+}
+
+// A start that fails once the logger exists is logged at ERROR, once, and not printed again;
+// no INFO "stopped".
+func TestFailedStartLogsAtError(t *testing.T) {
+	dir := t.TempDir()
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	cases := []struct {
+		name, file, listen, want string
+	}{
+		{"address in use", "store:\n  dsn: gw.db\n", busy.Addr().String(), "address already in use"},
+		{"store cannot open", "store:\n  dsn: no/such/dir/gw.db\n", freeAddr(t), "no/such/dir/gw.db"},
+	}
+	for i, c := range cases {
+		cfg := filepath.Join(dir, fmt.Sprintf("gateway%d.yaml", i))
+		writeConfig(t, cfg, "admin:\n  tokens: ["+testToken+"]\n"+c.file)
+		stdout, stderr, code := runGateway(t, dir, []string{"GATEWAY_LISTEN=" + c.listen}, "serve", "--config", cfg)
+		var failed map[string]any
+		for _, line := range strings.Split(stdout, "\n") {
+			var m map[string]any
+			if json.Unmarshal([]byte(line), &m) == nil && m["level"] == "ERROR" {
+				failed = m
+			}
+		}
+		if code != 1 || failed == nil || failed["msg"] != "start failed" || !strings.Contains(fmt.Sprint(failed["err"]), c.want) {
+			t.Errorf("%s: exit %d, want 1 and an ERROR line \"start failed\" naming %q\nstdout:\n%s\nstderr:\n%s", c.name, code, c.want, stdout, stderr)
+		}
+		if n := strings.Count(stdout+stderr, c.want); n != 1 || strings.Contains(stdout, `"msg":"stopped"`) || stderr != "" {
+			t.Errorf("%s: the error is reported %d times (want once, in the log), or a \"stopped\" line or stderr output is there\nstdout:\n%s\nstderr:\n%s", c.name, n, stdout, stderr)
+		}
+	}
+}
