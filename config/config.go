@@ -25,6 +25,12 @@ type Config struct {
 
 	Telemetry Telemetry `yaml:"telemetry"`
 
+	// ShutdownTimeout bounds how long a stop (SIGTERM, SIGINT) waits for HTTP requests in
+	// flight once the listener is closed; requests still open then are abandoned (their
+	// events were not acknowledged). Beside it, the delivery engine lets attempts in flight
+	// finish for up to delivery.timeout + 5s.
+	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
+
 	// Subscriptions are declared in the file and owned by it: synced into the store at start and
 	// on SIGHUP, created or updated by ID, deleted when removed from the file.
 	Subscriptions []Subscription `yaml:"subscriptions"`
@@ -173,6 +179,9 @@ type Plugin struct {
 	Config yaml.Node `yaml:"config"`
 }
 
+// DefaultShutdownTimeout is shutdown_timeout when the file leaves it out.
+const DefaultShutdownTimeout = 10 * time.Second
+
 // Default returns the configuration used for every key a file leaves out.
 func Default() *Config {
 	types := []string{"transaction.state.updated", "task.state.updated"}
@@ -209,5 +218,6 @@ func Default() *Config {
 			Metrics:     Metrics{Prometheus: true},
 			LogLevel:    "info",
 		},
+		ShutdownTimeout: DefaultShutdownTimeout,
 	}
 }

@@ -366,3 +366,26 @@ func TestTokenListsThatExpandToNothing(t *testing.T) {
 		t.Fatalf("tokens %q and %q, err %v; want none", cfg.Admin.Tokens, cfg.Ingest.Tokens, err)
 	}
 }
+
+func TestShutdownTimeout(t *testing.T) {
+	cfg, err := config.Parse(nil, env(nil), nil)
+	if err != nil || cfg.ShutdownTimeout != 10*time.Second {
+		t.Fatalf("default shutdown_timeout %v, err %v; want 10s", cfg.ShutdownTimeout, err)
+	}
+	cfg, err = config.Parse([]byte("shutdown_timeout: ${GRACE}\n"), env(map[string]string{"GRACE": "45s"}), nil)
+	if err != nil || cfg.ShutdownTimeout != 45*time.Second {
+		t.Fatalf("shutdown_timeout %v, err %v; want 45s", cfg.ShutdownTimeout, err)
+	}
+	for in, want := range map[string]string{
+		"0s":    "shutdown_timeout: must be more than 0 and at most 1h",
+		"-1s":   "shutdown_timeout: must be more than 0 and at most 1h",
+		"61m":   "shutdown_timeout: must be more than 0 and at most 1h",
+		"soon":  `shutdown_timeout: must be a duration such as 15s, 5m or 2h, not "soon"`,
+		"[10s]": "shutdown_timeout: must be a duration such as 15s, 5m or 2h",
+	} {
+		_, err := config.Parse([]byte("shutdown_timeout: "+in+"\n"), env(nil), nil)
+		if err == nil || err.Error() != want {
+			t.Errorf("shutdown_timeout: %s: got %v, want %s", in, err, want)
+		}
+	}
+}

@@ -23,6 +23,9 @@ func (c *Config) Validate(plugins PluginChecker) error {
 	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
 		ps.Add("listen", "must be host:port, such as 127.0.0.1:8080")
 	}
+	if c.ShutdownTimeout <= 0 || c.ShutdownTimeout > time.Hour {
+		ps.Add("shutdown_timeout", "must be more than 0 and at most 1h")
+	}
 	if c.Ingest.MaxBodyBytes <= 0 || c.Ingest.MaxBodyBytes > 64<<20 {
 		ps.Add("ingest.max_body_bytes", "must be between 1 and 67108864")
 	}

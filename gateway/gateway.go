@@ -174,14 +174,12 @@ func (g *Gateway) Run(ctx context.Context) error {
 	return g.Serve(ctx, ln)
 }
 
-// ShutdownTimeout bounds how long Serve waits for requests in flight once its context ends.
-const ShutdownTimeout = 10 * time.Second
-
 // Serve serves on ln and delivers until ctx ends. Then it shuts down in stages: it stops
-// accepting and waits up to ShutdownTimeout for requests in flight (their events are committed),
-// stops the delivery engine (which lets rounds in flight finish, cancels them after its drain
-// period, and records their outcomes) and pruning, and last the ingest group commit. Nothing
-// it starts outlives it. It returns nil after a clean shutdown.
+// accepting and waits up to the configured shutdown_timeout for requests in flight (their
+// events are committed), while the delivery engine stops claiming and lets rounds in flight
+// finish for up to delivery.timeout + 5s, cancels the rest and records their outcomes; then it
+// stops pruning, and last the ingest group commit. Nothing it starts outlives it. It returns
+// nil after a clean shutdown.
 func (g *Gateway) Serve(ctx context.Context, ln net.Listener) error {
 	if err := g.store.RecoverLeases(context.WithoutCancel(ctx)); err != nil {
 		ln.Close()
@@ -226,13 +224,14 @@ func (g *Gateway) Serve(ctx context.Context, ln net.Listener) error {
 // shutdownHTTP stops accepting and waits for the requests in flight, and for the listener's
 // goroutine to report on served (nil when it already has).
 func (g *Gateway) shutdownHTTP(ctx context.Context, ln net.Listener, served chan error) error {
-	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), ShutdownTimeout)
+	grace := cmp.Or(g.cfg.ShutdownTimeout, config.DefaultShutdownTimeout)
+	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), grace)
 	defer cancel()
 	err := g.app.ShutdownWithContext(shutdownCtx)
 	if errors.Is(err, context.DeadlineExceeded) {
 		// Requests still open after the grace period: their events are not acknowledged, so
 		// nothing is lost by leaving them; that is not a failed shutdown.
-		g.log.Warn("shutdown: connections still open after the grace period were abandoned", "grace", ShutdownTimeout.String())
+		g.log.Warn("shutdown: connections still open after shutdown_timeout were abandoned", "shutdown_timeout", grace.String())
 		err = nil
 	}
 	// fasthttp closes only a listener its Serve has already registered: a shutdown that comes
