@@ -1,10 +1,11 @@
 // Command gateway is the webhook gateway: producers post events to it, and it delivers them,
 // durably and with retries, to the webhooks subscribers register.
 //
-//	gateway serve [--config FILE]     run the gateway
-//	gateway validate [--config FILE]  check the configuration
-//	gateway version                   print the version (also gateway --version)
-//	gateway bench [flags]             benchmark a gateway (see gateway bench --help)
+//	gateway serve [--config FILE]        run the gateway
+//	gateway validate [--config FILE]     check the configuration
+//	gateway version                      print the version (also gateway --version)
+//	gateway healthcheck [--config FILE]  exit 0 if the gateway answers /readyz with 200
+//	gateway bench [flags]                benchmark a gateway (see gateway bench --help)
 //
 // Every command takes -h and --help.
 package main
@@ -48,10 +49,11 @@ var defaultConfig []byte
 const usage = `usage: gateway <command> [flags]
 
 commands:
-  serve [--config FILE]     run the gateway
-  validate [--config FILE]  check the configuration; print every problem, or ok
-  version                   print the version (also gateway --version)
-  bench [flags]             load benchmark: events/s, latency, lost events
+  serve [--config FILE]        run the gateway
+  validate [--config FILE]     check the configuration; print every problem, or ok
+  version                      print the version (also gateway --version)
+  healthcheck [--config FILE]  exit 0 if the gateway answers /readyz with 200 (HEALTHCHECK)
+  bench [flags]                load benchmark: events/s, latency, lost events
 
 gateway <command> --help tells more about a command.
 ` + configHelp
@@ -122,6 +124,17 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return 1
 		case err != nil:
 			fmt.Fprintln(stderr, "gateway:", err)
+			return 1
+		}
+		fmt.Fprintln(stdout, "ok")
+		return 0
+	case "healthcheck":
+		src, code, done := configFlag("healthcheck", healthcheckHelp, args[1:], stdout, stderr)
+		if done {
+			return code
+		}
+		if err := healthcheck(src, healthcheckTimeout); err != nil {
+			fmt.Fprintln(stderr, "gateway: healthcheck:", err)
 			return 1
 		}
 		fmt.Fprintln(stdout, "ok")

@@ -549,6 +549,7 @@ func TestCommandLineConventions(t *testing.T) {
 		{"-h"}, {"--help"}, {"help"},
 		{"serve", "-h"}, {"serve", "--help"}, {"validate", "-h"}, {"validate", "--help"},
 		{"version", "-h"}, {"version", "--help"}, {"bench", "-h"}, {"bench", "--help"},
+		{"healthcheck", "-h"}, {"healthcheck", "--help"},
 	} {
 		stdout, stderr, code := runGateway(t, dir, nil, args...)
 		want := "usage: gateway "
@@ -645,6 +646,135 @@ func TestFailedStartLogsAtError(t *testing.T) {
 		}
 		if n := strings.Count(stdout+stderr, c.want); n != 1 || strings.Contains(stdout, `"msg":"stopped"`) || stderr != "" {
 			t.Errorf("%s: the error is reported %d times (want once, in the log), or a \"stopped\" line or stderr output is there\nstdout:\n%s\nstderr:\n%s", c.name, n, stdout, stderr)
+		}
+	}
+}
+
+// gateway healthcheck exits 0 when the configured gateway answers /readyz with 200, and 1 when
+// nothing listens there, when it answers anything else, or when it does not answer in time.
+func TestHealthcheck(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "gateway.yaml")
+	writeConfig(t, cfg, "admin:\n  tokens: ["+testToken+"]\n")
+	check := func(listen string) (stdout, stderr string, code int) {
+		t.Helper()
+		return runGateway(t, dir, []string{"GATEWAY_LISTEN=" + listen}, "healthcheck", "--config", cfg)
+	}
+
+	p := startGateway(t, dir, cfg)
+	addr := strings.TrimPrefix(p.base, "http://")
+	_, port, _ := net.SplitHostPort(addr)
+	// The listen address as configured, and as a container's would be (all addresses).
+	for _, listen := range []string{addr, "0.0.0.0:" + port, ":" + port} {
+		if stdout, stderr, code := check(listen); code != 0 || stdout != "ok\n" || stderr != "" {
+			t.Errorf("healthcheck of a running gateway at %s: exit %d\nstdout:\n%s\nstderr:\n%s", listen, code, stdout, stderr)
+		}
+	}
+	if code := p.stop(syscall.SIGTERM); code != 0 {
+		t.Fatalf("exit %d\n%s", code, p.output)
+	}
+
+	unready := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusServiceUnavailable)
+	}))
+	defer unready.Close()
+	release := make(chan struct{})
+	hung := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	}))
+	defer hung.Close()
+	defer close(release)
+
+	for _, c := range []struct{ name, listen, want string }{
+		{"a stopped gateway", addr, "connection refused"},
+		{"a gateway not ready", strings.TrimPrefix(unready.URL, "http://"), "/readyz answered 503 Service Unavailable"},
+		{"a gateway that does not answer", strings.TrimPrefix(hung.URL, "http://"), "deadline exceeded"},
+	} {
+		began := time.Now()
+		stdout, stderr, code := check(c.listen)
+		if code != 1 || !strings.HasPrefix(stderr, "gateway: healthcheck: ") || !strings.Contains(stderr, c.want) || stdout != "" {
+			t.Errorf("healthcheck of %s: exit %d, want 1 and %q on stderr\nstdout:\n%s\nstderr:\n%s", c.name, code, c.want, stdout, stderr)
+		}
+		if took := time.Since(began); took > healthcheckTimeout+5*time.Second {
+			t.Errorf("healthcheck of %s took %v", c.name, took.Round(time.Millisecond))
+		}
+	}
+}
+
+func TestDialable(t *testing.T) {
+	for in, want := range map[string]string{
+		"127.0.0.1:8080":   "127.0.0.1:8080",
+		"0.0.0.0:8080":     "127.0.0.1:8080",
+		":8080":            "127.0.0.1:8080",
+		"[::]:8080":        "[::1]:8080",
+		"[::1]:9":          "[::1]:9",
+		"gateway.local:80": "gateway.local:80",
+		"10.1.2.3:8080":    "10.1.2.3:8080",
+		"not an address":   "not an address",
+	} {
+		if got := dialable(in); got != want {
+			t.Errorf("dialable(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+// The image's HEALTHCHECK runs this binary's healthcheck (this machine has no Docker engine
+// to build it), within a timeout longer than the command's own, and the image carries the
+// OCI labels.
+func TestDockerfile(t *testing.T) {
+	data, err := os.ReadFile("Dockerfile")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Instructions, continuation lines joined, comments dropped.
+	var instr []string
+	var cur strings.Builder
+	for _, line := range strings.Split(string(data), "\n") {
+		if strings.HasPrefix(strings.TrimSpace(line), "#") {
+			continue
+		}
+		if more, ok := strings.CutSuffix(line, "\\"); ok {
+			cur.WriteString(more + " ")
+			continue
+		}
+		cur.WriteString(line)
+		if s := strings.Join(strings.Fields(cur.String()), " "); s != "" {
+			instr = append(instr, s)
+		}
+		cur.Reset()
+	}
+	find := func(prefix string) string {
+		for _, s := range instr {
+			if strings.HasPrefix(s, prefix+" ") {
+				return s
+			}
+		}
+		t.Fatalf("Dockerfile: no %s", prefix)
+		return ""
+	}
+	entry := find("ENTRYPOINT")
+	exe := regexp.MustCompile(`\["([^"]+)"\]`).FindStringSubmatch(entry)
+	if exe == nil {
+		t.Fatalf("Dockerfile: ENTRYPOINT is not one binary in exec form: %s", entry)
+	}
+	health := find("HEALTHCHECK")
+	if !strings.HasSuffix(health, `CMD ["`+exe[1]+`", "healthcheck"]`) {
+		t.Errorf("Dockerfile: %s\ndoes not run %s healthcheck in exec form (distroless has no shell)", health, exe[1])
+	}
+	timeout := "none"
+	if m := regexp.MustCompile(`--timeout=(\S+)`).FindStringSubmatch(health); m != nil {
+		timeout = m[1]
+	}
+	if d, err := time.ParseDuration(timeout); err != nil || d <= healthcheckTimeout {
+		t.Errorf("Dockerfile: %s\nwants a --timeout above the command's own %v", health, healthcheckTimeout)
+	}
+	labels := find("LABEL")
+	for _, key := range []string{"title", "description", "source", "version", "revision"} {
+		if !strings.Contains(labels, "org.opencontainers.image."+key+"=") {
+			t.Errorf("Dockerfile: no org.opencontainers.image.%s label", key)
 		}
 	}
 }
