@@ -1,10 +1,13 @@
 // Command gateway is the webhook gateway: producers post events to it, and it delivers them,
 // durably and with retries, to the webhooks subscribers register.
 //
-//	gateway serve [--config FILE]     run the gateway
-//	gateway validate [--config FILE]  check the configuration (--check-store: and the store's files)
-//	gateway version                   print the version
-//	gateway bench [flags]             benchmark a gateway (see gateway bench --help)
+//	gateway serve [--config FILE]        run the gateway
+//	gateway validate [--config FILE]     check the configuration (--check-store: and the store's files)
+//	gateway version                      print the version (also gateway --version)
+//	gateway healthcheck [--config FILE]  exit 0 if the gateway answers /readyz with 200
+//	gateway bench [flags]                benchmark a gateway (see gateway bench --help)
+//
+// Every command takes -h and --help.
 package main
 
 import (
@@ -18,10 +21,10 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"reflect"
-	"runtime/debug"
 	"sync"
 	"syscall"
 	"time"
@@ -31,6 +34,7 @@ import (
 	"github.com/webhookgw/gateway/bench"
 	"github.com/webhookgw/gateway/config"
 	"github.com/webhookgw/gateway/gateway"
+	"github.com/webhookgw/gateway/plugins"
 	"github.com/webhookgw/gateway/plugins/builtin"
 	"github.com/webhookgw/gateway/store"
 	"github.com/webhookgw/gateway/store/sqlite"
@@ -45,21 +49,46 @@ var defaultConfig []byte
 const usage = `usage: gateway <command> [flags]
 
 commands:
-  serve [--config FILE]     run the gateway
-  validate [--config FILE]  check the configuration; print every problem, or ok
-    --check-store           also check the store: the database's directory exists and is
-                            writable, and no other gateway has the file open
-  version                   print the version
-  bench [flags]             load benchmark: events/s, latency, lost events (bench --help)
+  serve [--config FILE]        run the gateway
+  validate [--config FILE]     check the configuration; print every problem, or ok
+    --check-store              also check the store: the database's directory exists and is
+                               writable, and no other gateway has the file open
+  version                      print the version (also gateway --version)
+  healthcheck [--config FILE]  exit 0 if the gateway answers /readyz with 200 (HEALTHCHECK)
+  bench [flags]                load benchmark: events/s, latency, lost events
 
---config defaults to $GATEWAY_CONFIG, then ./gateway.yaml.
+gateway <command> --help tells more about a command.
+` + configHelp
+
+// configHelp says how every command that reads the configuration finds it.
+const configHelp = `
+The configuration is --config FILE, else $GATEWAY_CONFIG, else ./gateway.yaml, else (when there
+is no ./gateway.yaml) the built-in copy of the repository's gateway.yaml. GATEWAY_LISTEN
+overrides listen.
 `
+
+const (
+	serveHelp = `usage: gateway serve [--config FILE]
+
+Runs the gateway until SIGINT or SIGTERM (exit 0); SIGHUP re-reads the file's subscriptions.
+`
+	validateHelp = `usage: gateway validate [--config FILE]
+
+Checks the configuration as serve would load it: prints every problem with its YAML path and
+exits 1, or prints ok and exits 0.
+`
+	versionHelp = `usage: gateway version
+
+Prints the version (gateway --version does too).
+`
+)
 
 func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
-// run is the whole program; it returns the exit code.
+// run is the whole program; it returns the exit code. Errors are printed once, on stderr,
+// with one "gateway: " in front; serve's errors after its logger exists are logged instead.
 func run(args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, usage)
@@ -67,24 +96,39 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	switch args[0] {
 	case "serve":
-		path, explicit, ok := configFlag("serve", args[1:], stderr, nil)
-		if !ok {
-			return 2
+		src, code, done := configFlag("serve", serveHelp, args[1:], stdout, stderr)
+		if done {
+			return code
 		}
-		if err := serve(path, explicit, stdout, stderr); err != nil {
+		err := serve(src, stdout, stderr)
+		var logged loggedError
+		switch {
+		case errors.As(err, &logged):
+			return 1 // the log has said why
+		case err != nil:
 			fmt.Fprintln(stderr, "gateway:", err)
 			return 1
 		}
 		return 0
 	case "validate":
 		var checkStore bool
-		path, _, ok := configFlag("validate", args[1:], stderr, &checkStore)
-		if !ok {
-			return 2
+		src, code, done := configFlag("validate", validateHelp, args[1:], stdout, stderr, func(fs *flag.FlagSet) {
+			fs.BoolVar(&checkStore, "check-store", false, "also check that the store can be opened: the database's directory exists and is writable, and no other gateway has the file open")
+		})
+		if done {
+			return code
 		}
-		cfg, err := config.Load(path, builtin.Registry())
-		if err != nil {
-			fmt.Fprintln(stdout, err)
+		cfg, fallback, err := src.load(builtin.Registry())
+		if fallback {
+			fmt.Fprintln(stderr, "No ./gateway.yaml here: checked the built-in configuration, which serve runs with.")
+		}
+		var ps config.Problems
+		switch {
+		case errors.As(err, &ps):
+			fmt.Fprintln(stdout, ps) // the result: one problem a line
+			return 1
+		case err != nil:
+			fmt.Fprintln(stderr, "gateway:", err)
 			return 1
 		}
 		if checkStore {
@@ -95,14 +139,31 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 		fmt.Fprintln(stdout, "ok")
 		return 0
-	case "version":
-		fmt.Fprintln(stdout, "webhook-gateway", version())
+	case "healthcheck":
+		src, code, done := configFlag("healthcheck", healthcheckHelp, args[1:], stdout, stderr)
+		if done {
+			return code
+		}
+		if err := healthcheck(src, healthcheckTimeout); err != nil {
+			fmt.Fprintln(stderr, "gateway: healthcheck:", err)
+			return 1
+		}
+		fmt.Fprintln(stdout, "ok")
+		return 0
+	case "version", "--version", "-version":
+		if args[0] == "version" {
+			fs := flag.NewFlagSet("version", flag.ContinueOnError)
+			if code, done := parseFlags(fs, versionHelp, args[1:], stdout, stderr); done {
+				return code
+			}
+		}
+		fmt.Fprintln(stdout, "webhook-gateway", gateway.Version)
 		return 0
 	case "bench":
 		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 		defer stop()
 		return bench.Main(ctx, args[1:], stdout, stderr)
-	case "help", "-h", "--help":
+	case "help", "-h", "--help", "-help":
 		fmt.Fprint(stdout, usage)
 		return 0
 	}
@@ -110,51 +171,113 @@ func run(args []string, stdout, stderr io.Writer) int {
 	return 2
 }
 
-// configFlag parses --config, and --check-store when checkStore is not nil; explicit says
-// whether the path was asked for rather than the ./gateway.yaml default.
-func configFlag(name string, args []string, stderr io.Writer, checkStore *bool) (path string, explicit, ok bool) {
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.StringVar(&path, "config", "", "the configuration file (default $GATEWAY_CONFIG, then ./gateway.yaml)")
-	if checkStore != nil {
-		fs.BoolVar(checkStore, "check-store", false, "also check that the store can be opened: the database's directory exists and is writable, and no other gateway has the file open")
+// parseFlags parses a command's flags; it allows no arguments. -h or --help prints help and
+// the flags on stdout: done, exit 0. A bad flag or an argument is reported on stderr, with the
+// same help: done, exit 2.
+func parseFlags(fs *flag.FlagSet, help string, args []string, stdout, stderr io.Writer) (code int, done bool) {
+	fs.SetOutput(io.Discard) // the flag package's own reports would come without "gateway: "
+	fs.Usage = func() {}
+	printHelp := func(w io.Writer) {
+		fmt.Fprint(w, help)
+		if hasFlags(fs) {
+			fmt.Fprintln(w, "\nflags:")
+			fs.SetOutput(w)
+			fs.PrintDefaults()
+			fs.SetOutput(io.Discard)
+		}
 	}
-	if err := fs.Parse(args); err != nil {
-		return "", false, false
+	err := fs.Parse(args)
+	if errors.Is(err, flag.ErrHelp) {
+		printHelp(stdout)
+		return 0, true
 	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "gateway %s: unexpected argument %q\n", name, fs.Arg(0))
-		return "", false, false
+	if err == nil && fs.NArg() > 0 {
+		err = fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
-	if path == "" {
-		path = os.Getenv(config.EnvConfig)
+	if err != nil {
+		fmt.Fprintf(stderr, "gateway: %s: %v\n\n", fs.Name(), err)
+		printHelp(stderr)
+		return 2, true
 	}
-	if path != "" {
-		return path, true, true
-	}
-	return "gateway.yaml", false, true
+	return 0, false
 }
 
-func serve(path string, explicit bool, stdout, stderr io.Writer) error {
-	plugins := builtin.Registry()
-	cfg, err := config.Load(path, plugins)
-	usedDefault := false
-	if !explicit && errors.Is(err, fs.ErrNotExist) {
-		usedDefault = true
-		cfg, err = config.Parse(defaultConfig, os.LookupEnv, plugins)
+func hasFlags(fs *flag.FlagSet) bool {
+	n := 0
+	fs.VisitAll(func(*flag.Flag) { n++ })
+	return n > 0
+}
+
+// configSource is where a command finds the configuration: path, named by --config or
+// $GATEWAY_CONFIG, or the ./gateway.yaml default, which falls back to the built-in copy.
+type configSource struct {
+	path  string
+	named bool // --config or $GATEWAY_CONFIG: it must exist
+}
+
+// configFlag parses the flags of a command that reads the configuration (--config), and those
+// that more defines.
+func configFlag(name, help string, args []string, stdout, stderr io.Writer, more ...func(*flag.FlagSet)) (src configSource, code int, done bool) {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.StringVar(&src.path, "config", "", "the configuration `FILE` (default $GATEWAY_CONFIG, then ./gateway.yaml, then the built-in one)")
+	for _, define := range more {
+		define(fs)
 	}
+	if code, done := parseFlags(fs, help+configHelp, args, stdout, stderr); done {
+		return src, code, true
+	}
+	if src.path == "" {
+		src.path = os.Getenv(config.EnvConfig)
+	}
+	if src.path != "" {
+		src.named = true
+		return src, 0, false
+	}
+	src.path = "gateway.yaml"
+	return src, 0, false
+}
+
+// load loads the configuration from src, the same way for every command: the file, or, when
+// the ./gateway.yaml default does not exist, the built-in copy of the repository's
+// gateway.yaml (fallback is then true).
+func (src configSource) load(reg *plugins.Registry) (cfg *config.Config, fallback bool, err error) {
+	cfg, err = config.Load(src.path, reg)
+	if !src.named && errors.Is(err, fs.ErrNotExist) {
+		cfg, err = config.Parse(defaultConfig, os.LookupEnv, reg)
+		if err != nil {
+			return nil, true, fmt.Errorf("the built-in configuration (no ./gateway.yaml here): %w", err)
+		}
+		return cfg, true, nil
+	}
+	return cfg, false, err
+}
+
+// loggedError is an error serve has logged already, which run does not print again.
+type loggedError struct{ error }
+
+func (e loggedError) Unwrap() error { return e.error }
+
+func serve(src configSource, stdout, stderr io.Writer) error {
+	plugins := builtin.Registry()
+	cfg, usedDefault, err := src.load(plugins)
 	if err != nil {
 		return err
 	}
 	log := newLogger(stdout, cfg.Telemetry.LogLevel)
+	// From here on a failure is logged, once, at ERROR, and not printed again.
+	failed := func(msg string, err error) error {
+		log.Error(msg, "err", err.Error())
+		return loggedError{err}
+	}
 	if usedDefault {
-		log.Warn("no gateway.yaml here; running with the default configuration (the shipped gateway.yaml)")
+		log.Warn("no ./gateway.yaml here; running with the built-in default configuration (the repository's gateway.yaml)")
 	}
 	if len(cfg.Admin.Tokens) == 0 {
 		token := generateToken()
 		cfg.Admin.Tokens = []string{token}
 		fmt.Fprintf(stderr, "\nNo admin token is configured (admin.tokens), so this run made one. The management API\n"+
-			"accepts it until the gateway stops; set GATEWAY_ADMIN_TOKEN for a token of your own.\n\n"+
+			"accepts it until the gateway stops. For a token of your own, list it in admin.tokens (the\n"+
+			"shipped gateway.yaml takes GATEWAY_ADMIN_TOKEN).\n\n"+
 			"    Authorization: Bearer %s\n\n", token)
 	}
 
@@ -167,7 +290,7 @@ func serve(path string, explicit bool, stdout, stderr io.Writer) error {
 
 	tp, stopTracing, err := gateway.NewTracerProvider(ctx, cfg.Telemetry, stdout)
 	if err != nil {
-		return err
+		return failed("start failed", err)
 	}
 	log.Info("traces", gateway.TracesDestination(cfg.Telemetry)...)
 	defer func() {
@@ -180,14 +303,14 @@ func serve(path string, explicit bool, stdout, stderr io.Writer) error {
 	}()
 	st, err := openStore(ctx, cfg.Store, log)
 	if err != nil {
-		return err
+		return failed("start failed", err)
 	}
 	gw, err := gateway.New(gateway.Options{Config: cfg, Store: st, Plugins: plugins, Logger: log, TracerProvider: tp})
 	if err != nil {
-		return errors.Join(err, st.Close())
+		return failed("start failed", errors.Join(err, st.Close()))
 	}
 	if _, err := gw.SyncSubscriptions(ctx, cfg); err != nil {
-		return errors.Join(err, st.Close())
+		return failed("start failed", errors.Join(err, st.Close()))
 	}
 
 	// SIGHUP reloads run beside the gateway and end with it, before the store closes.
@@ -198,15 +321,22 @@ func serve(path string, explicit bool, stdout, stderr io.Writer) error {
 			case <-ctx.Done():
 				return
 			case <-hup:
-				reload(ctx, gw, cfg, path, explicit, log)
+				reload(ctx, gw, cfg, src.path, src.named, log)
 			}
 		}
 	})
 	err = gw.Run(ctx)
 	stop() // ends the reloads when Run ended on its own
 	reloads.Wait()
-	log.Info("stopped", "err", err)
-	return errors.Join(err, st.Close())
+	if err := errors.Join(err, st.Close()); err != nil {
+		var op *net.OpError
+		if errors.As(err, &op) && op.Op == "listen" {
+			return failed("start failed", err)
+		}
+		return failed("stopped", err)
+	}
+	log.Info("stopped")
+	return nil
 }
 
 // reload syncs the file's subscriptions again, checked against the rules the gateway runs with
@@ -283,14 +413,4 @@ func generateToken() string {
 	b := make([]byte, 24)
 	rand.Read(b)
 	return "gw_" + hex.EncodeToString(b)
-}
-
-// version is gateway.Version, or the module version when built with go install.
-func version() string {
-	if gateway.Version == "dev" {
-		if info, ok := debug.ReadBuildInfo(); ok && info.Main.Version != "" && info.Main.Version != "(devel)" {
-			return info.Main.Version
-		}
-	}
-	return gateway.Version
 }

@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
@@ -84,7 +85,12 @@ func freeAddr(t *testing.T) string {
 // spawn starts the gateway with args, listening on addr, and returns it without waiting.
 func spawn(t *testing.T, dir, addr string, env []string, args ...string) *process {
 	t.Helper()
-	cmd := command(t, dir, append(env, "GATEWAY_LISTEN="+addr), args...)
+	return startProcess(t, command(t, dir, append(env, "GATEWAY_LISTEN="+addr), args...), addr)
+}
+
+// startProcess starts cmd, a gateway listening on addr, and returns it without waiting.
+func startProcess(t *testing.T, cmd *exec.Cmd, addr string) *process {
+	t.Helper()
 	out := &syncBuffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
@@ -327,7 +333,8 @@ func waitFor(t *testing.T, p *process, cond func() bool) {
 func TestGeneratedAdminToken(t *testing.T) {
 	dir := t.TempDir()
 	cfg := filepath.Join(dir, "gateway.yaml")
-	writeConfig(t, cfg, "admin:\n  tokens: [\"${GATEWAY_ADMIN_TOKEN}\"]\n")
+	// The shipped gateway.yaml's form: the variable has a default, so it may be empty.
+	writeConfig(t, cfg, "admin:\n  tokens: [\"${GATEWAY_ADMIN_TOKEN:-}\"]\n")
 	p := startGateway(t, dir, cfg, "GATEWAY_ADMIN_TOKEN=")
 	token := regexp.MustCompile(`Authorization: Bearer (gw_[0-9a-f]{48})`).FindStringSubmatch(p.output.String())
 	if token == nil {
@@ -343,6 +350,33 @@ func TestGeneratedAdminToken(t *testing.T) {
 		t.Fatalf("the token is printed %d times, want once", n)
 	}
 	p.stop(syscall.SIGTERM)
+}
+
+// A token list whose entries are all unset variables stops serve and fails validate, naming
+// the variable: it never opens ingest, nor makes up an admin token.
+func TestUnsetTokenVariableRefusesToStart(t *testing.T) {
+	dir := t.TempDir()
+	cases := []struct{ file, want string }{
+		{"admin:\n  tokens: [" + testToken + "]\ningest:\n  tokens: [\"${GATEWAY_TEST_UNSET_INGEST}\"]\n",
+			"ingest.tokens[0]: ${GATEWAY_TEST_UNSET_INGEST} is not set; set it, or write ingest.tokens: [] to take events without a token"},
+		{"admin:\n  tokens: [\"${GATEWAY_TEST_UNSET_ADMIN}\"]\n",
+			"admin.tokens[0]: ${GATEWAY_TEST_UNSET_ADMIN} is not set; set it, or write admin.tokens: [] to have serve make a token for each run"},
+	}
+	for i, c := range cases {
+		cfg := filepath.Join(dir, fmt.Sprintf("gateway%d.yaml", i))
+		writeConfig(t, cfg, c.file)
+		addr := freeAddr(t)
+		for _, args := range [][]string{{"serve", "--config", cfg}, {"validate", "--config", cfg}} {
+			cmd := command(t, dir, []string{"GATEWAY_LISTEN=" + addr}, args...)
+			out, _ := cmd.CombinedOutput()
+			if code := cmd.ProcessState.ExitCode(); code != 1 || !strings.Contains(string(out), c.want) {
+				t.Errorf("gateway %s with %q: exit %d, want 1, and output naming the variable:\n%s", args[0], c.file, code, out)
+			}
+			if strings.Contains(string(out), "listening") || strings.Contains(string(out), "Authorization: Bearer") {
+				t.Errorf("gateway %s with %q started:\n%s", args[0], c.file, out)
+			}
+		}
+	}
 }
 
 func TestServeRefusesToTakeOverAnAPISubscription(t *testing.T) {
@@ -524,5 +558,337 @@ func TestStorePathProblems(t *testing.T) {
 	}
 	if entries, _ := os.ReadDir(filepath.Join(dir, "data")); len(entries) != 0 {
 		t.Errorf("validate --check-store left %v behind", entries)
+	}
+}
+
+// buildGateway builds the gateway binary as the Dockerfile does, with extra -ldflags, and with
+// the test binary's -race and CGO_ENABLED so that the build reuses what the test's build
+// compiled. It skips under -short.
+func buildGateway(t *testing.T, ldflags string) string {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	args := []string{"build", "-ldflags", ldflags, "-o", filepath.Join(t.TempDir(), "gateway"), "."}
+	var env []string
+	if info, ok := debug.ReadBuildInfo(); ok {
+		for _, s := range info.Settings {
+			switch s.Key {
+			case "-race":
+				if s.Value == "true" {
+					args = append([]string{"build", "-race"}, args[1:]...)
+				}
+			case "CGO_ENABLED":
+				env = append(env, "CGO_ENABLED="+s.Value)
+			}
+		}
+	}
+	cmd := exec.Command("go", args...)
+	cmd.Env = append(os.Environ(), env...)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return args[len(args)-2]
+}
+
+// The version set at build time is the one everywhere: gateway version, the start-up log
+// line, the User-Agent of deliveries and the trace resource's service.version.
+func TestOneVersionEverywhere(t *testing.T) {
+	const version = "v0.0.0-versiontest"
+	exe := buildGateway(t, "-X github.com/webhookgw/gateway/gateway.Version="+version)
+
+	out, err := exec.Command(exe, "version").CombinedOutput()
+	if err != nil || string(out) != "webhook-gateway "+version+"\n" {
+		t.Errorf("gateway version: %v %q", err, out)
+	}
+
+	agents := make(chan string, 1)
+	rc := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case agents <- r.UserAgent():
+		default:
+		}
+	}))
+	defer rc.Close()
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "gateway.yaml")
+	writeConfig(t, cfg, "admin:\n  tokens: ["+testToken+"]\nsecurity: {require_https: false, allow_private_networks: true}\n"+
+		"telemetry:\n  traces: {exporter: stdout}\nsubscriptions:\n  - id: r\n    url: "+rc.URL+"\n")
+	addr := freeAddr(t)
+	cmd := exec.Command(exe, "serve", "--config", cfg)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "GATEWAY_LISTEN="+addr)
+	p := startProcess(t, cmd, addr)
+	p.waitReady()
+	if s, _ := p.request("", "POST", "/v1/events", `{"id": "v1", "type": "task.state.updated"}`); s != 202 {
+		t.Fatalf("ingest: %d", s)
+	}
+	select {
+	case ua := <-agents:
+		if ua != "webhook-gateway/"+version {
+			t.Errorf("User-Agent %q, want webhook-gateway/%s", ua, version)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatalf("no delivery within 15s\n%s", p.output)
+	}
+	if code := p.stop(syscall.SIGTERM); code != 0 {
+		t.Fatalf("exit %d\n%s", code, p.output)
+	}
+	logs := p.output.String()
+	if !strings.Contains(logs, `"msg":"listening"`) || !strings.Contains(logs, `"version":"`+version+`"`) {
+		t.Errorf("the start-up log line does not name version %s:\n%s", version, logs)
+	}
+	if !strings.Contains(logs, `{"Key":"service.version","Value":{"Type":"STRING","Value":"`+version+`"}}`) {
+		t.Errorf("the spans' resource has no service.version %s:\n%s", version, logs)
+	}
+}
+
+// runGateway runs the gateway with args in dir and returns what it printed and its exit code.
+func runGateway(t *testing.T, dir string, env []string, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
+	cmd := command(t, dir, env, args...)
+	var out, errOut bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	if err := cmd.Run(); err != nil && cmd.ProcessState == nil {
+		t.Fatal(err)
+	}
+	return out.String(), errOut.String(), cmd.ProcessState.ExitCode()
+}
+
+// Every command takes -h and --help (help on stdout, exit 0); gateway --version is gateway
+// version; an error is one line on stderr with exactly one "gateway: " in front.
+func TestCommandLineConventions(t *testing.T) {
+	dir := t.TempDir()
+	for _, args := range [][]string{
+		{"-h"}, {"--help"}, {"help"},
+		{"serve", "-h"}, {"serve", "--help"}, {"validate", "-h"}, {"validate", "--help"},
+		{"version", "-h"}, {"version", "--help"}, {"bench", "-h"}, {"bench", "--help"},
+		{"healthcheck", "-h"}, {"healthcheck", "--help"},
+	} {
+		stdout, stderr, code := runGateway(t, dir, nil, args...)
+		want := "usage: gateway "
+		if len(args) > 1 {
+			want += args[0]
+		}
+		if code != 0 || !strings.HasPrefix(stdout, want) || stderr != "" {
+			t.Errorf("gateway %s: exit %d, want 0 with %q… on stdout and nothing on stderr\nstdout:\n%s\nstderr:\n%s",
+				strings.Join(args, " "), code, want, stdout, stderr)
+		}
+	}
+
+	version, _, _ := runGateway(t, dir, nil, "version")
+	if stdout, stderr, code := runGateway(t, dir, nil, "--version"); code != 0 || stdout != version || !strings.HasPrefix(stdout, "webhook-gateway ") || stderr != "" {
+		t.Errorf("gateway --version: exit %d, %q %q; want what gateway version prints, %q", code, stdout, stderr, version)
+	}
+
+	for _, c := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"serve", "--bogus"}, 2, "gateway: serve: flag provided but not defined: -bogus"},
+		{[]string{"validate", "extra"}, 2, `gateway: validate: unexpected argument "extra"`},
+		{[]string{"version", "extra"}, 2, `gateway: version: unexpected argument "extra"`},
+		{[]string{"bench", "--bogus"}, 2, "gateway: bench: flag provided but not defined: -bogus"},
+		{[]string{"nonsense"}, 2, `gateway: unknown command "nonsense"`},
+		{[]string{"serve", "--config", "none.yaml"}, 1, "gateway: config: open none.yaml: no such file or directory"},
+		{[]string{"validate", "--config", "none.yaml"}, 1, "gateway: config: open none.yaml: no such file or directory"},
+	} {
+		stdout, stderr, code := runGateway(t, dir, nil, c.args...)
+		errorLines := 0 // lines that start with "gateway:"; the help that follows has none
+		for _, line := range strings.Split(stderr, "\n") {
+			if strings.HasPrefix(line, "gateway:") {
+				errorLines++
+			}
+		}
+		first, _, _ := strings.Cut(stderr, "\n")
+		if code != c.code || first != c.want || errorLines != 1 || stdout != "" {
+			t.Errorf("gateway %s: exit %d, want %d, and one error line %q on stderr\nstdout:\n%s\nstderr:\n%s",
+				strings.Join(c.args, " "), code, c.code, c.want, stdout, stderr)
+		}
+	}
+}
+
+// validate and serve find the configuration the same way: without --config,
+// $GATEWAY_CONFIG or ./gateway.yaml, both take the built-in one, and report the same problem.
+func TestValidateAndServeFindTheConfigurationAlike(t *testing.T) {
+	dir := t.TempDir() // no gateway.yaml
+	stdout, stderr, code := runGateway(t, dir, []string{"GATEWAY_CONFIG="}, "validate")
+	if code != 0 || stdout != "ok\n" || !strings.Contains(stderr, "built-in configuration") {
+		t.Errorf("validate without a file: exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
+	}
+	const problem = "listen: must be host:port, such as 127.0.0.1:8080"
+	env := []string{"GATEWAY_CONFIG=", "GATEWAY_LISTEN=nowhere"}
+	stdout, stderr, code = runGateway(t, dir, env, "validate")
+	if code != 1 || stdout != problem+"\n" {
+		t.Errorf("validate of the built-in configuration with a bad GATEWAY_LISTEN: exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
+	}
+	stdout, stderr, code = runGateway(t, dir, env, "serve")
+	if code != 1 || stderr != "gateway: the built-in configuration (no ./gateway.yaml here): "+problem+"\n" || stdout != "" {
+		t.Errorf("serve on the built-in configuration with a bad GATEWAY_LISTEN: exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
+	}
+}
+
+// A start that fails once the logger exists is logged at ERROR, once, and not printed again;
+// no INFO "stopped".
+func TestFailedStartLogsAtError(t *testing.T) {
+	dir := t.TempDir()
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	cases := []struct {
+		name, file, listen, want string
+	}{
+		{"address in use", "store:\n  dsn: gw.db\n", busy.Addr().String(), "address already in use"},
+		{"store cannot open", "store:\n  dsn: no/such/dir/gw.db\n", freeAddr(t), "no/such/dir/gw.db"},
+	}
+	for i, c := range cases {
+		cfg := filepath.Join(dir, fmt.Sprintf("gateway%d.yaml", i))
+		writeConfig(t, cfg, "admin:\n  tokens: ["+testToken+"]\n"+c.file)
+		stdout, stderr, code := runGateway(t, dir, []string{"GATEWAY_LISTEN=" + c.listen}, "serve", "--config", cfg)
+		var failed map[string]any
+		for _, line := range strings.Split(stdout, "\n") {
+			var m map[string]any
+			if json.Unmarshal([]byte(line), &m) == nil && m["level"] == "ERROR" {
+				failed = m
+			}
+		}
+		if code != 1 || failed == nil || failed["msg"] != "start failed" || !strings.Contains(fmt.Sprint(failed["err"]), c.want) {
+			t.Errorf("%s: exit %d, want 1 and an ERROR line \"start failed\" naming %q\nstdout:\n%s\nstderr:\n%s", c.name, code, c.want, stdout, stderr)
+		}
+		if n := strings.Count(stdout+stderr, c.want); n != 1 || strings.Contains(stdout, `"msg":"stopped"`) || stderr != "" {
+			t.Errorf("%s: the error is reported %d times (want once, in the log), or a \"stopped\" line or stderr output is there\nstdout:\n%s\nstderr:\n%s", c.name, n, stdout, stderr)
+		}
+	}
+}
+
+// gateway healthcheck exits 0 when the configured gateway answers /readyz with 200, and 1 when
+// nothing listens there, when it answers anything else, or when it does not answer in time.
+func TestHealthcheck(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "gateway.yaml")
+	writeConfig(t, cfg, "admin:\n  tokens: ["+testToken+"]\n")
+	check := func(listen string) (stdout, stderr string, code int) {
+		t.Helper()
+		return runGateway(t, dir, []string{"GATEWAY_LISTEN=" + listen}, "healthcheck", "--config", cfg)
+	}
+
+	p := startGateway(t, dir, cfg)
+	addr := strings.TrimPrefix(p.base, "http://")
+	_, port, _ := net.SplitHostPort(addr)
+	// The listen address as configured, and as a container's would be (all addresses).
+	for _, listen := range []string{addr, "0.0.0.0:" + port, ":" + port} {
+		if stdout, stderr, code := check(listen); code != 0 || stdout != "ok\n" || stderr != "" {
+			t.Errorf("healthcheck of a running gateway at %s: exit %d\nstdout:\n%s\nstderr:\n%s", listen, code, stdout, stderr)
+		}
+	}
+	if code := p.stop(syscall.SIGTERM); code != 0 {
+		t.Fatalf("exit %d\n%s", code, p.output)
+	}
+
+	unready := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusServiceUnavailable)
+	}))
+	defer unready.Close()
+	release := make(chan struct{})
+	hung := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	}))
+	defer hung.Close()
+	defer close(release)
+
+	for _, c := range []struct{ name, listen, want string }{
+		{"a stopped gateway", addr, "connection refused"},
+		{"a gateway not ready", strings.TrimPrefix(unready.URL, "http://"), "/readyz answered 503 Service Unavailable"},
+		{"a gateway that does not answer", strings.TrimPrefix(hung.URL, "http://"), "deadline exceeded"},
+	} {
+		began := time.Now()
+		stdout, stderr, code := check(c.listen)
+		if code != 1 || !strings.HasPrefix(stderr, "gateway: healthcheck: ") || !strings.Contains(stderr, c.want) || stdout != "" {
+			t.Errorf("healthcheck of %s: exit %d, want 1 and %q on stderr\nstdout:\n%s\nstderr:\n%s", c.name, code, c.want, stdout, stderr)
+		}
+		if took := time.Since(began); took > healthcheckTimeout+5*time.Second {
+			t.Errorf("healthcheck of %s took %v", c.name, took.Round(time.Millisecond))
+		}
+	}
+}
+
+func TestDialable(t *testing.T) {
+	for in, want := range map[string]string{
+		"127.0.0.1:8080":   "127.0.0.1:8080",
+		"0.0.0.0:8080":     "127.0.0.1:8080",
+		":8080":            "127.0.0.1:8080",
+		"[::]:8080":        "[::1]:8080",
+		"[::1]:9":          "[::1]:9",
+		"gateway.local:80": "gateway.local:80",
+		"10.1.2.3:8080":    "10.1.2.3:8080",
+		"not an address":   "not an address",
+	} {
+		if got := dialable(in); got != want {
+			t.Errorf("dialable(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+// The image's HEALTHCHECK runs this binary's healthcheck (this machine has no Docker engine
+// to build it), within a timeout longer than the command's own, and the image carries the
+// OCI labels.
+func TestDockerfile(t *testing.T) {
+	data, err := os.ReadFile("Dockerfile")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Instructions, continuation lines joined, comments dropped.
+	var instr []string
+	var cur strings.Builder
+	for _, line := range strings.Split(string(data), "\n") {
+		if strings.HasPrefix(strings.TrimSpace(line), "#") {
+			continue
+		}
+		if more, ok := strings.CutSuffix(line, "\\"); ok {
+			cur.WriteString(more + " ")
+			continue
+		}
+		cur.WriteString(line)
+		if s := strings.Join(strings.Fields(cur.String()), " "); s != "" {
+			instr = append(instr, s)
+		}
+		cur.Reset()
+	}
+	find := func(prefix string) string {
+		for _, s := range instr {
+			if strings.HasPrefix(s, prefix+" ") {
+				return s
+			}
+		}
+		t.Fatalf("Dockerfile: no %s", prefix)
+		return ""
+	}
+	entry := find("ENTRYPOINT")
+	exe := regexp.MustCompile(`\["([^"]+)"\]`).FindStringSubmatch(entry)
+	if exe == nil {
+		t.Fatalf("Dockerfile: ENTRYPOINT is not one binary in exec form: %s", entry)
+	}
+	health := find("HEALTHCHECK")
+	if !strings.HasSuffix(health, `CMD ["`+exe[1]+`", "healthcheck"]`) {
+		t.Errorf("Dockerfile: %s\ndoes not run %s healthcheck in exec form (distroless has no shell)", health, exe[1])
+	}
+	timeout := "none"
+	if m := regexp.MustCompile(`--timeout=(\S+)`).FindStringSubmatch(health); m != nil {
+		timeout = m[1]
+	}
+	if d, err := time.ParseDuration(timeout); err != nil || d <= healthcheckTimeout {
+		t.Errorf("Dockerfile: %s\nwants a --timeout above the command's own %v", health, healthcheckTimeout)
+	}
+	labels := find("LABEL")
+	for _, key := range []string{"title", "description", "source", "version", "revision"} {
+		if !strings.Contains(labels, "org.opencontainers.image."+key+"=") {
+			t.Errorf("Dockerfile: no org.opencontainers.image.%s label", key)
+		}
 	}
 }

@@ -36,9 +36,9 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	case errors.Is(err, flag.ErrHelp):
 		return 0
 	case errors.As(err, &ferr):
-		return 2 // the flag package has said why
+		return 2 // parseOptions has said why
 	case err != nil:
-		fmt.Fprintln(stderr, "gateway bench:", err)
+		fmt.Fprintln(stderr, "gateway: bench:", err)
 		return 2
 	}
 	f, ok := stderr.(*os.File)
@@ -54,11 +54,11 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	if err != nil {
-		fmt.Fprintln(stderr, "gateway bench:", err)
+		fmt.Fprintln(stderr, "gateway: bench:", err)
 		return 1
 	}
 	if ctx.Err() != nil {
-		fmt.Fprintln(stderr, "gateway bench: interrupted")
+		fmt.Fprintln(stderr, "gateway: bench: interrupted")
 		return 1
 	}
 	return 0

@@ -106,7 +106,7 @@ func parseOptions(args []string, stdout, stderr io.Writer) (*Options, error) {
 		fmt.Fprint(fs.Output(), help)
 		fs.PrintDefaults()
 	}
-	fs.SetOutput(stderr)
+	fs.SetOutput(io.Discard) // a bad flag is reported below, with "gateway: bench: " in front
 	for _, a := range args {
 		if a == "-h" || a == "--help" || a == "-help" {
 			fs.SetOutput(stdout) // asked for: not an error
@@ -117,6 +117,9 @@ func parseOptions(args []string, stdout, stderr io.Writer) (*Options, error) {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil, err
 		}
+		fmt.Fprintf(stderr, "gateway: bench: %v\n\n", err)
+		fs.SetOutput(stderr)
+		fs.Usage()
 		return nil, flagError{err}
 	}
 	if fs.NArg() > 0 {

@@ -33,6 +33,11 @@ type Config struct {
 	// /64) may hold open to a listener; more are answered 429 and closed. Loopback clients
 	// count only toward MaxConnections. 0 turns this bound off (MaxConnections still holds).
 	MaxConnectionsPerIP int `yaml:"max_connections_per_ip"`
+	// ShutdownTimeout bounds how long a stop (SIGTERM, SIGINT) waits for HTTP requests in
+	// flight once the listener is closed; requests still open then are abandoned (their
+	// events were not acknowledged). Beside it, the delivery engine lets attempts in flight
+	// finish for up to delivery.timeout + 5s.
+	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
 
 	// Subscriptions are declared in the file and owned by it: synced into the store at start and
 	// on SIGHUP, created or updated by ID, deleted when removed from the file.
@@ -41,8 +46,10 @@ type Config struct {
 
 // Admin configures access to the management API.
 type Admin struct {
-	// Tokens are the bearer tokens the management API accepts. Empty strings (an unset
-	// ${VAR}) are dropped. With none left, serve generates a token for the run and prints it.
+	// Tokens are the bearer tokens the management API accepts. With none (an empty list),
+	// serve generates a token for the run and prints it. Empty strings (an unset ${VAR}) are
+	// dropped, but a list that has entries and none left is refused by Parse, naming the
+	// variables, unless each of them has a default (${VAR:-}).
 	Tokens []string `yaml:"tokens"`
 	// RevealSecrets makes the API return stored passwords in clear instead of "********".
 	RevealSecrets bool `yaml:"reveal_secrets"`
@@ -54,7 +61,9 @@ type Admin struct {
 
 // Ingest configures POST /v1/events, where producers post events.
 type Ingest struct {
-	// Tokens are the bearer tokens producers must send; none means no token is required.
+	// Tokens are the bearer tokens producers must send; none (an empty list) means no token
+	// is required. As with Admin.Tokens, a list that has entries but none once expanded (an
+	// unset ${VAR}) is refused by Parse: it never opens the endpoint.
 	Tokens []string `yaml:"tokens"`
 	// MaxBodyBytes is the largest request body accepted; a larger one is answered 413.
 	MaxBodyBytes int64 `yaml:"max_body_bytes"`
@@ -190,6 +199,9 @@ type Plugin struct {
 	Config yaml.Node `yaml:"config"`
 }
 
+// DefaultShutdownTimeout is shutdown_timeout when the file leaves it out.
+const DefaultShutdownTimeout = 10 * time.Second
+
 // Default returns the configuration used for every key a file leaves out.
 func Default() *Config {
 	types := []string{"transaction.state.updated", "task.state.updated"}
@@ -229,5 +241,6 @@ func Default() *Config {
 
 		MaxConnections:      10000,
 		MaxConnectionsPerIP: 1000,
+		ShutdownTimeout:     DefaultShutdownTimeout,
 	}
 }

@@ -339,3 +339,92 @@ func TestWholeNumberKeysRefuseFractions(t *testing.T) {
 		t.Fatalf("got:\n%v\nwant:\n%s", err, want)
 	}
 }
+
+// A token list that has entries but none once expanded is refused, naming each variable: an
+// unset ${VAR} never opens ingest, nor has an admin token made up in its place. "No token" is
+// an empty list, or a variable with a default (${VAR:-}). Each problem is reported once.
+func TestTokenListsThatExpandToNothing(t *testing.T) {
+	vars := env(map[string]string{"SET": "s3cret", "EMPTY": ""})
+	hints := map[string]string{
+		"admin":  "to have serve make a token for each run",
+		"ingest": "to take events without a token",
+	}
+	cases := []struct {
+		tokens string
+		want   []string // problems; none: accepted with the tokens in keep
+		keep   []string
+	}{
+		{`["${UNSET}"]`, []string{"K.tokens[0]: ${UNSET} is not set; set it, or write K.tokens: [] H"}, nil},
+		{`["${EMPTY}"]`, []string{"K.tokens[0]: ${EMPTY} is empty; set it, or write K.tokens: [] H"}, nil},
+		{`["${UNSET}", "${OTHER}"]`, []string{
+			"K.tokens[0]: ${UNSET} is not set; set it, or write K.tokens: [] H",
+			"K.tokens[1]: ${OTHER} is not set; set it, or write K.tokens: [] H"}, nil},
+		{`["${UNSET}${EMPTY}"]`, []string{"K.tokens[0]: ${UNSET} is not set and ${EMPTY} is empty; set them, or write K.tokens: [] H"}, nil},
+		{`[" ${UNSET} "]`, []string{"K.tokens[0]: ${UNSET} is not set; set it, or write K.tokens: [] H"}, nil},
+		{`[""]`, []string{"K.tokens[0]: must not be empty; write K.tokens: [] H"}, nil},
+		{`["${DEFAULTED:-}", "${UNSET}"]`, []string{"K.tokens[1]: ${UNSET} is not set; set it, or write K.tokens: [] H"}, nil},
+		{`"${UNSET}"`, []string{"K.tokens: must be a list"}, nil},
+		{`[[x]]`, []string{"K.tokens[0]: must be a string"}, nil},
+		{`["${SET}", "${UNSET}"]`, nil, []string{"s3cret"}}, // one is left: the unset one is dropped
+		{`["${DEFAULTED:-}"]`, nil, nil},
+		{`["${UNSET:-fallback}"]`, nil, []string{"fallback"}},
+		{`[]`, nil, nil},
+		{`~`, nil, nil},
+	}
+	for _, key := range []string{"admin", "ingest"} {
+		for _, c := range cases {
+			t.Run(key+" "+c.tokens, func(t *testing.T) {
+				cfg, err := config.Parse([]byte(key+":\n  tokens: "+c.tokens+"\n"), vars, nil)
+				if c.want == nil {
+					if err != nil {
+						t.Fatal(err)
+					}
+					got := cfg.Ingest.Tokens
+					if key == "admin" {
+						got = cfg.Admin.Tokens
+					}
+					if strings.Join(got, ",") != strings.Join(c.keep, ",") {
+						t.Fatalf("tokens %q, want %q", got, c.keep)
+					}
+					return
+				}
+				var ps config.Problems
+				if !errors.As(err, &ps) {
+					t.Fatalf("got %v, want Problems", err)
+				}
+				want := strings.NewReplacer("K.", key+".", "K:", key+":", " H", " "+hints[key]).Replace(strings.Join(c.want, "\n"))
+				if !strings.HasPrefix(err.Error(), want) || len(ps) != len(c.want) {
+					t.Fatalf("problems:\n%v\nwant:\n%s", err, want)
+				}
+			})
+		}
+	}
+	// An absent key keeps the default: no ingest token, and a generated admin token.
+	cfg, err := config.Parse([]byte("listen: 127.0.0.1:9000\n"), vars, nil)
+	if err != nil || cfg.Admin.Tokens != nil || cfg.Ingest.Tokens != nil {
+		t.Fatalf("tokens %q and %q, err %v; want none", cfg.Admin.Tokens, cfg.Ingest.Tokens, err)
+	}
+}
+
+func TestShutdownTimeout(t *testing.T) {
+	cfg, err := config.Parse(nil, env(nil), nil)
+	if err != nil || cfg.ShutdownTimeout != 10*time.Second {
+		t.Fatalf("default shutdown_timeout %v, err %v; want 10s", cfg.ShutdownTimeout, err)
+	}
+	cfg, err = config.Parse([]byte("shutdown_timeout: ${GRACE}\n"), env(map[string]string{"GRACE": "45s"}), nil)
+	if err != nil || cfg.ShutdownTimeout != 45*time.Second {
+		t.Fatalf("shutdown_timeout %v, err %v; want 45s", cfg.ShutdownTimeout, err)
+	}
+	for in, want := range map[string]string{
+		"0s":    "shutdown_timeout: must be more than 0 and at most 1h",
+		"-1s":   "shutdown_timeout: must be more than 0 and at most 1h",
+		"61m":   "shutdown_timeout: must be more than 0 and at most 1h",
+		"soon":  `shutdown_timeout: must be a duration such as 15s, 5m or 2h, not "soon"`,
+		"[10s]": "shutdown_timeout: must be a duration such as 15s, 5m or 2h",
+	} {
+		_, err := config.Parse([]byte("shutdown_timeout: "+in+"\n"), env(nil), nil)
+		if err == nil || err.Error() != want {
+			t.Errorf("shutdown_timeout: %s: got %v, want %s", in, err, want)
+		}
+	}
+}

@@ -48,10 +48,13 @@ func Parse(data []byte, lookup func(string) (string, bool), plugins PluginChecke
 		return nil, Problems{{Message: "not valid YAML: " + strings.TrimPrefix(err.Error(), "yaml: ")}}
 	}
 	var ps Problems
-	expandNode(&doc, "", lookup, &ps)
+	written := make(map[string]string) // the text as written of each value that was expanded
+	expandNode(&doc, "", lookup, &ps, written)
 	if err := DecodeStrict(&doc, cfg); err != nil {
 		ps = append(ps, err.(Problems)...)
 	}
+	checkTokens("admin.tokens", cfg.Admin.Tokens, written, lookup, "to have serve make a token for each run", &ps)
+	checkTokens("ingest.tokens", cfg.Ingest.Tokens, written, lookup, "to take events without a token", &ps)
 	if v, ok := lookup(EnvListen); ok && v != "" {
 		cfg.Listen = v
 	}
@@ -74,7 +77,8 @@ var errEOF = func() error {
 	return yaml.NewDecoder(bytes.NewReader(nil)).Decode(&n)
 }()
 
-// normalize drops empty tokens, which an unset ${VAR} leaves behind.
+// normalize drops empty tokens, which an unset ${VAR} leaves behind (checkTokens has refused
+// a list left with none).
 func (c *Config) normalize() {
 	c.Admin.Tokens = nonEmpty(c.Admin.Tokens)
 	c.Ingest.Tokens = nonEmpty(c.Ingest.Tokens)
@@ -90,8 +94,89 @@ func nonEmpty(in []string) []string {
 	return out
 }
 
-// expandNode expands the environment in every scalar value below n (not in keys).
-func expandNode(n *yaml.Node, path string, lookup func(string) (string, bool), ps *Problems) {
+// checkTokens reports a token list that has entries as written but none once expanded, one
+// problem an entry, naming its variables: an unset ${VAR} must never open ingest, or have
+// admin tokens made up in its place. "No token" is said with an empty list (key: []); an entry
+// whose every variable has a default, as ${VAR:-} has, may expand to nothing on purpose. An
+// empty entry beside others that are not is dropped, as before (normalize). hint says what
+// the empty list does. A list that did not decode has been reported already and is skipped.
+func checkTokens(key string, tokens []string, written map[string]string, lookup func(string) (string, bool), hint string, ps *Problems) {
+	for _, p := range *ps {
+		if p.Path == key || strings.HasPrefix(p.Path, key+"[") {
+			return
+		}
+	}
+	if len(tokens) == 0 {
+		return
+	}
+	var found Problems
+	for i, t := range tokens {
+		if strings.TrimSpace(t) != "" {
+			return
+		}
+		path := fmt.Sprintf("%s[%d]", key, i)
+		text, expanded := written[path]
+		if !expanded {
+			found.Add(path, "must not be empty; write %s: [] %s", key, hint)
+			continue
+		}
+		var why []string
+		for _, r := range references(text) {
+			if r.hasDefault {
+				continue
+			}
+			if _, set := lookup(r.name); set {
+				why = append(why, "${"+r.name+"} is empty")
+			} else {
+				why = append(why, "${"+r.name+"} is not set")
+			}
+		}
+		switch len(why) {
+		case 0: // every variable has a default: empty on purpose
+		case 1:
+			found.Add(path, "%s; set it, or write %s: [] %s", why[0], key, hint)
+		default:
+			found.Add(path, "%s; set them, or write %s: [] %s", strings.Join(why, " and "), key, hint)
+		}
+	}
+	*ps = append(*ps, found...)
+}
+
+// reference is a ${VAR} or ${VAR:-default} in a value.
+type reference struct {
+	name       string
+	hasDefault bool
+}
+
+// references returns the variables s refers to, as Expand reads them.
+func references(s string) []reference {
+	var refs []reference
+	for {
+		i := strings.Index(s, "$")
+		if i < 0 {
+			return refs
+		}
+		s = s[i:]
+		switch {
+		case strings.HasPrefix(s, "$${"):
+			s = s[3:]
+		case strings.HasPrefix(s, "${"):
+			end := strings.IndexByte(s, '}')
+			if end < 0 {
+				return refs
+			}
+			name, _, hasDef := strings.Cut(s[2:end], ":-")
+			refs = append(refs, reference{name: name, hasDefault: hasDef})
+			s = s[end+1:]
+		default:
+			s = s[1:]
+		}
+	}
+}
+
+// expandNode expands the environment in every scalar value below n (not in keys), and notes in
+// written the text, as written, of each value it changed.
+func expandNode(n *yaml.Node, path string, lookup func(string) (string, bool), ps *Problems, written map[string]string) {
 	switch n.Kind {
 	case yaml.DocumentNode, yaml.SequenceNode:
 		for i, c := range n.Content {
@@ -99,11 +184,11 @@ func expandNode(n *yaml.Node, path string, lookup func(string) (string, bool), p
 			if n.Kind == yaml.SequenceNode {
 				p = fmt.Sprintf("%s[%d]", path, i)
 			}
-			expandNode(c, p, lookup, ps)
+			expandNode(c, p, lookup, ps, written)
 		}
 	case yaml.MappingNode:
 		for i := 0; i+1 < len(n.Content); i += 2 {
-			expandNode(n.Content[i+1], joinPath(path, n.Content[i].Value), lookup, ps)
+			expandNode(n.Content[i+1], joinPath(path, n.Content[i].Value), lookup, ps, written)
 		}
 	case yaml.ScalarNode:
 		if !strings.Contains(n.Value, "$") {
@@ -115,6 +200,7 @@ func expandNode(n *yaml.Node, path string, lookup func(string) (string, bool), p
 			return
 		}
 		if v != n.Value {
+			written[path] = n.Value
 			n.Value = v
 			if v == "" {
 				// An unset variable is an empty string, not YAML's null (which would keep the

@@ -36,6 +36,9 @@ func (c *Config) Validate(plugins PluginChecker) error {
 	if c.MaxConnectionsPerIP < 0 {
 		ps.Add("max_connections_per_ip", "must be a whole number, 0 for no bound of its own")
 	}
+	if c.ShutdownTimeout <= 0 || c.ShutdownTimeout > time.Hour {
+		ps.Add("shutdown_timeout", "must be more than 0 and at most 1h")
+	}
 	if c.Ingest.MaxBodyBytes <= 0 || c.Ingest.MaxBodyBytes > 64<<20 {
 		ps.Add("ingest.max_body_bytes", "must be between 1 and 67108864")
 	}

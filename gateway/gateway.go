@@ -30,10 +30,6 @@ import (
 	"github.com/webhookgw/gateway/store"
 )
 
-// Version is the gateway's version, set at build time with
-// -ldflags "-X github.com/webhookgw/gateway/gateway.Version=v1.2.3".
-var Version = "dev"
-
 // managementBodyLimit bounds the body of a management API request.
 const managementBodyLimit = 64 << 10
 
@@ -216,9 +212,6 @@ func (g *Gateway) Run(ctx context.Context) error {
 	return g.ServeAll(ctx, ln, admin)
 }
 
-// ShutdownTimeout bounds how long Serve waits for requests in flight once its context ends.
-const ShutdownTimeout = 10 * time.Second
-
 // Serve serves every route on ln and delivers until ctx ends: it is ServeAll with no admin
 // listener.
 func (g *Gateway) Serve(ctx context.Context, ln net.Listener) error {
@@ -229,12 +222,13 @@ func (g *Gateway) Serve(ctx context.Context, ln net.Listener) error {
 // admin listener, ln serves ingest (POST /v1/events) and the health probes, and admin serves
 // the management API, /metrics and the health probes.
 //
-// When ctx ends it shuts down in stages: it stops accepting on ln, then on admin, and waits
-// (both together at most ShutdownTimeout) for requests in flight (their events are committed),
-// stops the delivery engine (which lets rounds in flight finish, cancels them after its drain
-// period, and records their outcomes) and pruning, and last the ingest group commit. Every
+// When ctx ends it shuts down: it stops accepting on ln, then on admin, and waits (both
+// together at most shutdown_timeout) for requests in flight (their events are committed);
+// meanwhile the delivery engine stops claiming, lets rounds in flight finish (cancelling them
+// after delivery.timeout + 5s) and records their outcomes, and pruning stops; last the ingest
+// group commit stops. Every
 // goroutine it starts has ended when it returns, but for request handlers still running after
-// ShutdownTimeout (their requests were not answered: nothing is lost). It returns nil after a
+// shutdown_timeout (their requests were not answered: nothing is lost). It returns nil after a
 // clean shutdown.
 //
 // The delivery engine starts once the leases of the process that used the store before are
@@ -311,7 +305,8 @@ func (g *Gateway) ServeAll(ctx context.Context, ln, admin net.Listener) error {
 		}
 	}
 	// Ingest stops first, then the management API; both share one grace period.
-	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), ShutdownTimeout)
+	grace := cmp.Or(g.cfg.ShutdownTimeout, config.DefaultShutdownTimeout)
+	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), grace)
 	defer cancel()
 	for _, s := range servers {
 		errs = append(errs, g.shutdownHTTP(shutdownCtx, s))
@@ -374,7 +369,7 @@ func (g *Gateway) shutdownHTTP(ctx context.Context, s *httpServer) error {
 	if errors.Is(err, context.DeadlineExceeded) {
 		// Requests still open after the grace period: their events are not acknowledged, so
 		// nothing is lost by leaving them; that is not a failed shutdown.
-		g.log.Warn("shutdown: connections still open after the grace period were abandoned", "listener", s.name, "grace", ShutdownTimeout.String())
+		g.log.Warn("shutdown: connections still open after shutdown_timeout were abandoned", "listener", s.name, "shutdown_timeout", cmp.Or(g.cfg.ShutdownTimeout, config.DefaultShutdownTimeout).String())
 		err = nil
 	}
 	// fasthttp closes only a listener its Serve has already registered: a shutdown that comes

@@ -2,8 +2,10 @@ package gateway_test
 
 import (
 	"context"
+	"net"
 	"net/http"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -131,5 +133,29 @@ func TestShutdownCancelsRoundsPastTheDrain(t *testing.T) {
 	}
 	if id := rc.request(sent).header.Get("Webhook-Id"); id != ds[0].ID {
 		t.Fatalf("delivered after the restart with webhook-id %q, want %q", id, ds[0].ID)
+	}
+}
+
+// shutdown_timeout bounds how long Serve waits, once its context ends, for a connection that
+// is still open: here one accepted but with no request sent yet, which only the grace period
+// ends.
+func TestShutdownTimeoutBoundsTheWaitForConnections(t *testing.T) {
+	const grace = 300 * time.Millisecond
+	e := newEnv(t, func(c *config.Config) { c.ShutdownTimeout = grace })
+	conn, err := net.Dial("tcp", strings.TrimPrefix(e.base, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	eventually(t, "the connection is accepted", func() bool { return e.gw.App().Server().GetOpenConnectionsCount() == 1 })
+
+	stopped := time.Now()
+	if err := e.shutdown(); err != nil {
+		t.Fatalf("Serve: %v", err)
+	}
+	took := time.Since(stopped)
+	// At least the grace period, and far less than the 10s default.
+	if took < grace || took > grace+5*time.Second {
+		t.Fatalf("Serve returned %v after its context ended, want shutdown_timeout %v (plus a little)", took.Round(time.Millisecond), grace)
 	}
 }
