@@ -141,18 +141,18 @@ func configKey(sub *store.Subscription) [sha256.Size]byte {
 // get returns sub's plugins, made from its stored configs once per configuration. A
 // registration's user name and password come first, as a basic-auth plugin.
 func (cs *chains) get(sub *store.Subscription, reg *plugins.Registry) ([]plugins.Plugin, error) {
+	// Held throughout: two rounds that find no chain must not each make one (two oauth2
+	// instances would each fetch a token). Making plugins does no I/O.
 	cs.mu.Lock()
+	defer cs.mu.Unlock()
 	c, ok := cs.m[sub.ID]
-	cs.mu.Unlock()
 	if ok && c.sub == sub {
 		return c.plugins, c.err
 	}
 	key := configKey(sub)
 	if ok && c.key == key {
 		c.sub = sub
-		cs.mu.Lock()
 		cs.m[sub.ID] = c
-		cs.mu.Unlock()
 		return c.plugins, c.err
 	}
 	c = chain{sub: sub, key: key}
@@ -182,12 +182,10 @@ func (cs *chains) get(sub *store.Subscription, reg *plugins.Registry) ([]plugins
 			c.err = fmt.Errorf("%s: %w", spec.Name, err)
 		}
 	}
-	cs.mu.Lock()
 	if cs.m == nil {
 		cs.m = make(map[string]chain)
 	}
 	cs.m[sub.ID] = c
-	cs.mu.Unlock()
 	return c.plugins, c.err
 }
 

@@ -733,3 +733,22 @@ func TestNoDeliveryConnectionOutlivesServe(t *testing.T) {
 		return true
 	})
 }
+
+// Rounds of one subscription that start together share its plugin instances: twenty
+// deliveries at once fetch one oauth2 token.
+func TestConcurrentRoundsShareOnePluginInstance(t *testing.T) {
+	e := engineEnv(t, nil)
+	var issued atomic.Int32
+	tokens := newReceiver(t, func(_ int, w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprintf(w, `{"access_token": "tok-%d", "token_type": "Bearer", "expires_in": 3600}`, issued.Add(1))
+	})
+	target := newReceiver(t, nil)
+	id := e.subscribe(t, target.URL, `, "plugins": [{"name": "oauth2", "config": {"token_url": "`+tokens.URL+`",
+		"client_id": "gw", "client_secret": "s"}}]`)
+	expect(t, e.post(t, events("c", 20)), http.StatusAccepted)
+	eventually(t, "all delivered", func() bool { return e.countDeliveries(t, id, store.Succeeded) == 20 })
+	if n := issued.Load(); n != 1 {
+		t.Fatalf("%d tokens fetched for 20 concurrent deliveries, want 1", n)
+	}
+}
