@@ -105,10 +105,20 @@ func closeUnreadBodies(c *fiber.Ctx) error {
 	err := c.Next()
 	// A length, or -1: chunked (-2 is no body: a GET).
 	if n := c.Request().Header.ContentLength(); (n > 0 || n == -1) && c.Locals(bodyRead{}) == nil {
+		// A client still sending a body it announced would get a reset, not the answer, if the
+		// connection closed under it: a body of at most lingerLimit is read to the end (and
+		// dropped, nothing kept) first. A larger one is not worth reading.
+		if stream := c.Context().RequestBodyStream(); stream != nil && n > 0 && n <= lingerLimit {
+			io.Copy(io.Discard, io.LimitReader(stream, lingerLimit))
+		}
 		c.Context().SetConnectionClose()
 	}
 	return err
 }
+
+// lingerLimit is the largest unread body closeUnreadBodies reads to the end before it closes
+// the connection.
+const lingerLimit = 256 << 10
 
 // connLimiter wraps a listener, refusing connections over its limits (0 is none): 503 once it
 // holds maxConns, 429 for a client address (an IPv4 address, an IPv6 /64: one client usually
