@@ -742,7 +742,7 @@ func TestFailedStartLogsAtError(t *testing.T) {
 		name, file, listen, want string
 	}{
 		{"address in use", "store:\n  dsn: gw.db\n", busy.Addr().String(), "address already in use"},
-		{"store cannot open", "store:\n  dsn: no/such/dir/gw.db\n", freeAddr(t), "no/such/dir/gw.db"},
+		{"store cannot open", "store:\n  dsn: no/such/dir/gw.db\n", freeAddr(t), "no/such/dir does not exist"},
 	}
 	for i, c := range cases {
 		cfg := filepath.Join(dir, fmt.Sprintf("gateway%d.yaml", i))
