@@ -41,6 +41,13 @@ func Load(path string, plugins PluginChecker) (*Config, error) {
 // lookup. GATEWAY_LISTEN and GATEWAY_ADMIN_LISTEN, when lookup finds them, override listen
 // and admin.listen.
 func Parse(data []byte, lookup func(string) (string, bool), plugins PluginChecker) (*Config, error) {
+	return ParseSource(data, Source{Env: lookup}, plugins)
+}
+
+// ParseSource is Parse with the files of ${file:PATH} and VAR_FILE read through src too, as a
+// test that checks a configuration meant for another machine (a pod's mounted secrets) does.
+func ParseSource(data []byte, src Source, plugins PluginChecker) (*Config, error) {
+	lookup := src.Env
 	cfg := Default()
 	var doc yaml.Node
 	dec := yaml.NewDecoder(bytes.NewReader(data))
@@ -49,7 +56,7 @@ func Parse(data []byte, lookup func(string) (string, bool), plugins PluginChecke
 	}
 	var ps Problems
 	written := make(map[string]string) // the text as written of each value that was expanded
-	expandNode(&doc, "", lookup, &ps, written)
+	expandNode(&doc, "", src, &ps, written)
 	if err := DecodeStrict(&doc, cfg); err != nil {
 		ps = append(ps, err.(Problems)...)
 	}
@@ -176,7 +183,7 @@ func references(s string) []reference {
 
 // expandNode expands the environment in every scalar value below n (not in keys), and notes in
 // written the text, as written, of each value it changed.
-func expandNode(n *yaml.Node, path string, lookup func(string) (string, bool), ps *Problems, written map[string]string) {
+func expandNode(n *yaml.Node, path string, src Source, ps *Problems, written map[string]string) {
 	switch n.Kind {
 	case yaml.DocumentNode, yaml.SequenceNode:
 		for i, c := range n.Content {
@@ -184,17 +191,17 @@ func expandNode(n *yaml.Node, path string, lookup func(string) (string, bool), p
 			if n.Kind == yaml.SequenceNode {
 				p = fmt.Sprintf("%s[%d]", path, i)
 			}
-			expandNode(c, p, lookup, ps, written)
+			expandNode(c, p, src, ps, written)
 		}
 	case yaml.MappingNode:
 		for i := 0; i+1 < len(n.Content); i += 2 {
-			expandNode(n.Content[i+1], joinPath(path, n.Content[i].Value), lookup, ps, written)
+			expandNode(n.Content[i+1], joinPath(path, n.Content[i].Value), src, ps, written)
 		}
 	case yaml.ScalarNode:
 		if !strings.Contains(n.Value, "$") {
 			return
 		}
-		v, err := Expand(n.Value, lookup)
+		v, err := src.Expand(n.Value)
 		if err != nil {
 			ps.Add(path, "%v", err)
 			return

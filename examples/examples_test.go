@@ -2,6 +2,7 @@ package examples_test
 
 import (
 	"bytes"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -105,13 +106,27 @@ func TestSidecarConfigMap(t *testing.T) {
 }
 
 // parse parses data as a configuration with the built-in plugins and fails t with every problem.
+// The files of ${file:/run/secrets/...} are the pod's mounted secrets, which this machine does
+// not have: mountedSecret stands in for them.
 func parse(t *testing.T, name string, data []byte, lookup func(string) (string, bool)) *config.Config {
 	t.Helper()
-	cfg, err := config.Parse(data, lookup, builtin.Registry())
+	cfg, err := config.ParseSource(data, config.Source{Env: lookup, ReadFile: mountedSecret}, builtin.Registry())
 	if err != nil {
 		t.Fatalf("%s does not validate:\n%v", name, err)
 	}
 	return cfg
+}
+
+// mountedSecret is a placeholder for a file under /run/secrets/: a valid key for an encryption
+// key, a placeholder token otherwise. Any other path is an error, as a missing file would be.
+func mountedSecret(path string) ([]byte, error) {
+	switch {
+	case !strings.HasPrefix(path, "/run/secrets/"):
+		return nil, fmt.Errorf("open %s: not a mounted secret", path)
+	case strings.HasSuffix(path, "encryption-key"):
+		return []byte(base64.StdEncoding.EncodeToString(make([]byte, 32)) + "\n"), nil
+	}
+	return []byte("placeholder-" + filepath.Base(path) + "\n"), nil
 }
 
 // varPattern matches ${VAR} and ${VAR:-default}; "$${" is a literal and is removed first.

@@ -26,7 +26,7 @@ import (
 // sidecarSecret is the Secret the sidecar's README tells the reader to create, with its keys.
 const sidecarSecret = "webhook-gateway-secrets"
 
-var sidecarSecretKeys = []string{"admin-token", "ingest-token", "partner-token"}
+var sidecarSecretKeys = []string{"admin-token", "ingest-token", "partner-token", "encryption-key"}
 
 // gatewayContainer is the gateway's container in the sidecar Deployment.
 const gatewayContainer = "gateway"
