@@ -19,7 +19,7 @@ import (
 func (s *Store) IngestEvents(ctx context.Context, events []*store.Event, newID func() string) ([]store.IngestResult, error) {
 	results := make([]store.IngestResult, len(events))
 	err := s.inTx(ctx, func(tx *sql.Tx) error {
-		subs, err := s.activeSubscriptions(ctx, tx)
+		fanout, err := s.fanoutIndex(ctx, tx)
 		if err != nil {
 			return err
 		}
@@ -36,12 +36,7 @@ func (s *Store) IngestEvents(ctx context.Context, events []*store.Event, newID f
 			return err
 		}
 		for i, ev := range events {
-			var targets []string
-			for _, sub := range subs {
-				if sub.matches(ev.Type) {
-					targets = append(targets, sub.id)
-				}
-			}
+			targets := fanout.targets(ev.Type)
 			at := ev.ReceivedAt.UnixNano()
 			res, err := insertEvent.ExecContext(ctx, ev.ID, ev.Type, ev.Payload, ev.TraceParent, len(targets), at)
 			if err != nil {
@@ -130,6 +125,50 @@ type target struct {
 func (t target) matches(eventType string) bool {
 	return t.all || slices.Contains(t.events, eventType)
 }
+
+// fanout is an index of the active subscriptions by event type, so that ingest does not read
+// and decode every subscription for every batch. It is made from the store inside an ingest
+// transaction and kept until a subscription write makes it stale (see staleFanout); it is only
+// used under the writer's connection, which orders its uses.
+type fanout struct {
+	subs   []target            // in creation order
+	byType map[string][]string // the ids each type fans out to, made on first use
+}
+
+// targets returns the ids of the subscriptions an event of eventType fans out to, in creation
+// order. The slice is shared: callers do not change it.
+func (f *fanout) targets(eventType string) []string {
+	ids, ok := f.byType[eventType]
+	if !ok {
+		for _, t := range f.subs {
+			if t.matches(eventType) {
+				ids = append(ids, t.id)
+			}
+		}
+		f.byType[eventType] = ids
+	}
+	return ids
+}
+
+// fanoutIndex returns the fan-out index, made again from tx when a subscription write has made
+// it stale.
+func (s *Store) fanoutIndex(ctx context.Context, tx *sql.Tx) (*fanout, error) {
+	if f := s.fanout.Load(); f != nil {
+		return f, nil
+	}
+	subs, err := s.activeSubscriptions(ctx, tx)
+	if err != nil {
+		return nil, err
+	}
+	f := &fanout{subs: subs, byType: make(map[string][]string)}
+	s.fanout.Store(f)
+	return f, nil
+}
+
+// staleFanout drops the fan-out index. Writers of subscriptions call it inside their
+// transaction, while they hold the writer (no ingest can make the index again before they
+// commit), and once more after it for writes made outside one.
+func (s *Store) staleFanout() { s.fanout.Store(nil) }
 
 func (s *Store) activeSubscriptions(ctx context.Context, tx *sql.Tx) ([]target, error) {
 	st, err := s.stmt(ctx, tx, activeSubscriptionsSQL)
@@ -415,6 +454,7 @@ func (s *Store) CompleteDeliveries(ctx context.Context, outcomes []*store.Outcom
 				return err
 			}
 			if sub.Active != before.Active {
+				s.staleFanout()
 				if err := setPaused(ctx, tx, id, !sub.Active); err != nil {
 					return err
 				}

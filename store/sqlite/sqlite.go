@@ -62,6 +62,7 @@ type Store struct {
 	secrets *secretbox.Box // nil: in clear
 
 	generation atomic.Uint64 // see SubscriptionGeneration
+	fanout     atomic.Pointer[fanout]
 
 	failure atomic.Pointer[writeFailure] // the last write that failed for want of storage; nil: none since the last probe
 	probing sync.Mutex                   // one probe at a time (Writable)
@@ -279,7 +280,9 @@ func (s *Store) CreateSubscription(ctx context.Context, sub *store.Subscription)
 	if err != nil {
 		return err
 	}
+	s.staleFanout()
 	_, err = s.write.ExecContext(ctx, insertSubscription, args...)
+	s.staleFanout() // an ingest may have made the index between the two
 	s.noteWrite(err)
 	if err != nil && strings.Contains(err.Error(), "UNIQUE constraint failed") {
 		return fmt.Errorf("subscription %q: %w", sub.ID, store.ErrExists)
@@ -385,6 +388,7 @@ const updateSubscriptionSQL = `UPDATE subscriptions SET kind = ?, source = ?, ur
 	version = ?, created_at = ?, updated_at = ? WHERE id = ?`
 
 func (s *Store) updateSubscription(ctx context.Context, tx *sql.Tx, sub *store.Subscription) error {
+	s.staleFanout()
 	args, err := s.subscriptionArgs(sub)
 	if err != nil {
 		return err
@@ -411,6 +415,7 @@ func (s *Store) DeleteSubscription(ctx context.Context, id string, now time.Time
 		case store.Source(source) != store.SourceAPI:
 			return fmt.Errorf("subscription %q: %w", id, store.ErrOwnedByFile)
 		}
+		s.staleFanout()
 		if _, err := tx.ExecContext(ctx, "DELETE FROM subscriptions WHERE id = ?", id); err != nil {
 			return err
 		}
@@ -440,6 +445,7 @@ func (s *Store) SyncFileSubscriptions(ctx context.Context, subs []*store.Subscri
 				if err != nil {
 					return err
 				}
+				s.staleFanout()
 				if _, err := tx.ExecContext(ctx, insertSubscription, args...); err != nil {
 					return err
 				}
@@ -478,6 +484,7 @@ func (s *Store) SyncFileSubscriptions(ctx context.Context, subs []*store.Subscri
 			return err
 		}
 		for _, id := range gone {
+			s.staleFanout()
 			if _, err := tx.ExecContext(ctx, "DELETE FROM subscriptions WHERE id = ?", id); err != nil {
 				return err
 			}

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -582,4 +584,61 @@ func testGenerationGrows(t *testing.T, s store.Store) {
 		t.Fatal(err)
 	}
 	grew("delete")
+}
+
+// testFanOutFollowsEveryChange ingests after each kind of subscription change: a backend that
+// keeps an index of subscriptions for fan-out must never fan out with a stale one.
+func testFanOutFollowsEveryChange(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	targets := func(id string) string {
+		t.Helper()
+		res := mustIngest(t, s, event(id, "x", at(0)))
+		got := slices.Clone(res[0].Targets)
+		slices.Sort(got)
+		return strings.Join(got, ",")
+	}
+	subscriber(t, s, "a", "x")
+	if got := targets("e1"); got != "a" {
+		t.Fatalf("after creating a: %q", got)
+	}
+	subscriber(t, s, "b", "x", "y")
+	subscriber(t, s, "c", store.AllEvents)
+	if got := targets("e2"); got != "a,b,c" {
+		t.Fatalf("after creating b and c: %q", got)
+	}
+	update := func(id string, change func(*store.Subscription)) {
+		t.Helper()
+		if _, err := s.UpdateSubscription(ctx, id, func(sub *store.Subscription) error { change(sub); return nil }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	update("a", func(sub *store.Subscription) { sub.Active = false })
+	if got := targets("e3"); got != "b,c" {
+		t.Fatalf("after deactivating a: %q", got)
+	}
+	update("b", func(sub *store.Subscription) { sub.Events = []string{"y"} })
+	if got := targets("e4"); got != "c" {
+		t.Fatalf("after b stopped taking x: %q", got)
+	}
+	update("a", store.Reactivate)
+	if err := s.DeleteSubscription(ctx, "c", at(0)); err != nil {
+		t.Fatal(err)
+	}
+	if got := targets("e5"); got != "a" {
+		t.Fatalf("after reactivating a and deleting c: %q", got)
+	}
+	// A 410 deactivates a through a completion.
+	r := claimAt(t, s, at(time.Minute))
+	g := failure(r.claim("e5/a"), at(time.Minute), nil, 410)
+	g.Gone = true
+	complete(t, s, at(time.Minute), g)
+	if got := targets("e6"); got != "" {
+		t.Fatalf("after a 410 deactivated a: %q", got)
+	}
+	if _, err := s.SyncFileSubscriptions(ctx, []*store.Subscription{{ID: "f", URL: "https://example.com/f", Events: []string{"x"}}}, at(0)); err != nil {
+		t.Fatal(err)
+	}
+	if got := targets("e7"); got != "f" {
+		t.Fatalf("after a file sync declared f: %q", got)
+	}
 }

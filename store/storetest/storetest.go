@@ -44,6 +44,7 @@ func Run(t *testing.T, open Opener, caps Capabilities) {
 		{"SyncCreatesUpdatesDeletes", testSync},
 		{"SyncNeverTouchesAPISubscriptions", testSyncConflict},
 		{"PolicyRoundTrips", testPolicyRoundTrips},
+		{"FanOutFollowsEveryChange", testFanOutFollowsEveryChange},
 		{"VersionBumpsOnDeliveryChanges", testVersionBumps},
 		{"OutcomesKeepVersionAndUpdatedAt", testOutcomesKeepVersion},
 		{"GenerationGrows", testGenerationGrows},
