@@ -83,11 +83,11 @@ func run(ctx context.Context, o *Options, stderr io.Writer, progress bool) (*Rep
 		return rep, err
 
 	case ScenarioIsolation:
-		alone, err := one(runSpec{name: "alone", healthy: 1})
+		alone, err := one(runSpec{name: "alone", healthy: 1, idle: o.IdleSubscriptions})
 		if err != nil || alone.Interrupted {
 			return rep, err
 		}
-		withBad, err := one(runSpec{name: "with_bad", healthy: 1, bad: len(badKinds)})
+		withBad, err := one(runSpec{name: "with_bad", healthy: 1, bad: len(badKinds), idle: o.IdleSubscriptions})
 		if err != nil || withBad.Interrupted {
 			return rep, err
 		}
@@ -95,7 +95,8 @@ func run(ctx context.Context, o *Options, stderr io.Writer, progress bool) (*Rep
 		return rep, nil
 
 	default:
-		gw, err := one(runSpec{name: "gateway", healthy: o.Subscriptions, bad: o.BadSubscriptions})
+		gw, err := one(runSpec{name: "gateway", healthy: o.Subscriptions, bad: o.BadSubscriptions,
+			idle: o.IdleSubscriptions, profile: true})
 		if err != nil || gw.Interrupted || !o.CompareDirect {
 			return rep, err
 		}

@@ -4,6 +4,9 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"flag"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -51,6 +54,41 @@ func TestThroughput(t *testing.T) {
 	}
 }
 
+func TestIdleSubscriptions(t *testing.T) {
+	t.Parallel()
+	args := []string{"--events", "200", "--concurrency", "4", "--idle-subscriptions", "50", "--drain-timeout", "30s"}
+	dir := t.TempDir()
+	cpu, mem := filepath.Join(dir, "cpu.pprof"), filepath.Join(dir, "mem.pprof")
+	profiling := flag.Lookup("test.cpuprofile").Value.String() == "" // one CPU profile at a time
+	if profiling {
+		args = append(args, "--cpuprofile", cpu, "--memprofile", mem)
+	}
+	code, rep, stderr := runMain(t, args...)
+	if code != 0 || len(rep.Runs) != 1 {
+		t.Fatalf("exit %d, %d runs; stderr:\n%s", code, len(rep.Runs), stderr)
+	}
+	r := rep.Runs[0]
+	if r.Accepted != 200 || r.Deliveries != r.Accepted || r.Lost != 0 || !r.Drained {
+		t.Errorf("accepted %d, delivered %d, lost %d, drained %v; want 200, 200, 0, true",
+			r.Accepted, r.Deliveries, r.Lost, r.Drained)
+	}
+	switch {
+	case r.IdleSubscriptions != 50 || r.IdleEventType != idleEventType || r.IdleRequests == nil:
+		t.Errorf("%d idle subscriptions to %q, requests %v; want 50 to %q, counted",
+			r.IdleSubscriptions, r.IdleEventType, r.IdleRequests, idleEventType)
+	case *r.IdleRequests != 0:
+		t.Errorf("the idle subscriptions got %d requests; want none", *r.IdleRequests)
+	}
+	if !profiling {
+		return
+	}
+	for _, f := range []string{cpu, mem} {
+		if fi, err := os.Stat(f); err != nil || fi.Size() == 0 {
+			t.Errorf("profile %s: %v, %v", f, fi, err)
+		}
+	}
+}
+
 func TestIsolation(t *testing.T) {
 	t.Parallel()
 	// Few enough events that the bad subscriptions' rounds do not fill the gateway's workers:
@@ -87,6 +125,8 @@ func TestFlags(t *testing.T) {
 		{[]string{"--events", "5", "--duration", "1s"}, 2, "", "not both"},
 		{[]string{"--batch", "1001"}, 2, "", "--batch"},
 		{[]string{"--target", "http://127.0.0.1:1", "--token", ""}, 2, "", "--token"},
+		{[]string{"--idle-subscriptions", "-1"}, 2, "", "--idle-subscriptions"},
+		{[]string{"--target", "http://127.0.0.1:1", "--token", "x", "--cpuprofile", "cpu.pprof"}, 2, "", "in-process"},
 	} {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
 			t.Setenv("GATEWAY_ADMIN_TOKEN", "")

@@ -16,6 +16,10 @@ import (
 // eventType is the type of every event the load generator sends.
 const eventType = "transaction.state.updated"
 
+// idleEventType is the type the idle subscriptions (--idle-subscriptions) subscribe to: the
+// default configuration's other type, which the load never sends.
+const idleEventType = "task.state.updated"
+
 // generator is the load: concurrency workers posting events to url over HTTP/1.1 keep-alive
 // connections, in a closed loop (each posts as soon as its previous post is answered) or,
 // with rate set, an open loop where each request has its due time and latency counts from it.

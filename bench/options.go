@@ -38,6 +38,9 @@ type Options struct {
 
 	Subscriptions    int
 	BadSubscriptions int
+	// IdleSubscriptions are subscriptions to an event type the load never posts, registered
+	// beside the others on every run with a gateway.
+	IdleSubscriptions int
 	// Events is how many events to send; when Duration is set instead, sending stops then.
 	Events      int
 	Duration    time.Duration
@@ -48,6 +51,11 @@ type Options struct {
 	DrainTimeout  time.Duration
 	CompareDirect bool
 	JSON          bool
+
+	// CPUProfile and MemProfile, when set, are files for a CPU profile of the gateway run's
+	// send and drain, and for a heap profile at its end.
+	CPUProfile string
+	MemProfile string
 }
 
 const help = `usage: gateway bench [flags]
@@ -94,6 +102,7 @@ func parseOptions(args []string, stdout, stderr io.Writer) (*Options, error) {
 	fs.StringVar(&o.ReceiverHost, "receiver-host", "127.0.0.1", "the address the subscribers listen on, as the gateway reaches it")
 	fs.IntVar(&o.Subscriptions, "subscriptions", 1, "healthy subscriptions; each receives every event")
 	fs.IntVar(&o.BadSubscriptions, "bad-subscriptions", 0, "bad subscriptions beside them, cycling through: never answers, 500, 429, 3s to answer")
+	fs.IntVar(&o.IdleSubscriptions, "idle-subscriptions", 0, "subscriptions to "+idleEventType+", a type the load never posts: they match no event and must receive nothing (registered 16 at a time; deleted at the end only from a --target)")
 	fs.IntVar(&o.Events, "events", 10000, "events to send (ignored when --duration is given)")
 	fs.DurationVar(&o.Duration, "duration", 0, "send for this long instead of a number of events")
 	fs.IntVar(&o.Concurrency, "concurrency", 16, "connections posting events")
@@ -102,6 +111,8 @@ func parseOptions(args []string, stdout, stderr io.Writer) (*Options, error) {
 	fs.DurationVar(&o.DrainTimeout, "drain-timeout", 60*time.Second, "how long to wait, after sending, for accepted events to arrive")
 	fs.BoolVar(&o.CompareDirect, "compare-direct", false, "throughput: also run the direct scenario with the same load, and compare")
 	fs.BoolVar(&o.JSON, "json", false, "print one JSON object instead of text")
+	fs.StringVar(&o.CPUProfile, "cpuprofile", "", "write a CPU profile (runtime/pprof) of the throughput run's send and drain to this file, for go tool pprof -top bin/gateway FILE; in-process gateway only, and of the whole process: load generator and receivers too")
+	fs.StringVar(&o.MemProfile, "memprofile", "", "write a heap profile to this file when the throughput run has drained; in-process gateway only, and of the whole process")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), help)
 		fs.PrintDefaults()
@@ -181,6 +192,10 @@ func (o *Options) check() error {
 		return errors.New("--subscriptions must be at least 1")
 	case o.BadSubscriptions < 0:
 		return errors.New("--bad-subscriptions must not be negative")
+	case o.IdleSubscriptions < 0:
+		return errors.New("--idle-subscriptions must not be negative")
+	case o.IdleSubscriptions > 0 && o.Scenario == ScenarioDirect:
+		return errors.New("--idle-subscriptions needs a gateway: not with --scenario direct")
 	case o.Duration == 0 && o.Events < 1:
 		return errors.New("--events must be at least 1")
 	case o.Duration < 0:
@@ -193,6 +208,21 @@ func (o *Options) check() error {
 		return errors.New("--rate must not be negative")
 	case o.DrainTimeout <= 0:
 		return errors.New("--drain-timeout must be more than 0")
+	}
+	return o.checkProfiles()
+}
+
+// checkProfiles reports --cpuprofile or --memprofile without a run to profile: they profile
+// the throughput scenario's gateway run, with the gateway in this process.
+func (o *Options) checkProfiles() error {
+	if o.CPUProfile == "" && o.MemProfile == "" {
+		return nil
+	}
+	switch {
+	case o.Target != "":
+		return errors.New("--cpuprofile and --memprofile profile the in-process gateway: not with --target")
+	case o.Scenario != ScenarioThroughput:
+		return errors.New("--cpuprofile and --memprofile profile the throughput scenario's gateway run: not with --scenario " + o.Scenario)
 	}
 	return nil
 }

@@ -16,10 +16,11 @@ import (
 	"time"
 )
 
-// Kinds of receiver. A healthy one records every event in the ledger and answers 204; the bad
-// ones only count the requests they get.
+// Kinds of receiver. A healthy one records every event in the ledger and answers 204; the
+// others only count the requests they get.
 const (
 	kindHealthy = "healthy"
+	kindIdle    = "idle" // answers 204; the idle subscriptions, which match no event, point at it
 	kindHang    = "hang" // holds the request until the client goes away
 	kind500     = "500"  // answers 500
 	kind429     = "429"  // answers 429 with Retry-After: 1
@@ -84,7 +85,8 @@ func startReceiver(host, kind string, l *ledger, sub int, prefix string, clock f
 	return r, nil
 }
 
-// bad answers as the receiver's kind says, or 200 at once after release.
+// bad answers as the receiver's kind says, or 200 at once after release. It serves the idle
+// receiver too.
 func (r *receiver) bad(w http.ResponseWriter, req *http.Request) {
 	r.requests.Add(1)
 	io.Copy(io.Discard, io.LimitReader(req.Body, maxReceivedBody))
@@ -94,6 +96,8 @@ func (r *receiver) bad(w http.ResponseWriter, req *http.Request) {
 	default:
 	}
 	switch r.kind {
+	case kindIdle:
+		w.WriteHeader(http.StatusNoContent)
 	case kindHang:
 		select {
 		case <-req.Context().Done():

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 )
 
@@ -56,6 +57,12 @@ type Result struct {
 	Bad         []BadReceived `json:"bad,omitempty"`
 	Drained     bool          `json:"drained"` // every accepted event arrived before --drain-timeout
 	Interrupted bool          `json:"interrupted,omitempty"`
+
+	// IdleSubscriptions subscribed to IdleEventType, which no event has; IdleRequests counts the
+	// requests they got (none, from a correct gateway), and is absent without them.
+	IdleSubscriptions int    `json:"idle_subscriptions,omitempty"`
+	IdleEventType     string `json:"idle_event_type,omitempty"`
+	IdleRequests      *int64 `json:"idle_requests,omitempty"`
 
 	// PeakRSSBytes and CPUSeconds are this process's: load generator and receivers, and the
 	// gateway too when it runs in process.
@@ -135,11 +142,9 @@ func (res *Result) writeText(w io.Writer) {
 	if res.Rate > 0 {
 		load = "open loop at " + rate(res.Rate) + " events/s"
 	}
-	subs := plural(res.Subscriptions, "subscription")
+	subs := res.subscriptionsText()
 	if res.Name == "direct" {
 		subs = "posting straight to a receiver"
-	} else if res.BadSubscriptions > 0 {
-		subs += fmt.Sprintf(" and %d bad", res.BadSubscriptions)
 	}
 	fmt.Fprintf(w, "%s: %s; %s; %s, batch %d, %s\n", res.Name, res.Target, subs,
 		plural(res.Concurrency, "connection"), res.Batch, load)
@@ -184,6 +189,14 @@ func (res *Result) writeText(w io.Writer) {
 		}
 		fmt.Fprintf(w, "  bad         requests received: %s\n", strings.Join(parts, ", "))
 	}
+	if res.IdleRequests != nil {
+		verdict := "as it should be"
+		if *res.IdleRequests > 0 {
+			verdict = "WRONG: they match no event"
+		}
+		fmt.Fprintf(w, "  idle        %s subscriptions to %s, which no event has: %s requests received (%s)\n",
+			count(int64(res.IdleSubscriptions)), res.IdleEventType, count(*res.IdleRequests), verdict)
+	}
 	rss := "n/a"
 	if res.PeakRSSBytes > 0 {
 		rss = fmt.Sprintf("%.1f MiB", float64(res.PeakRSSBytes)/(1<<20))
@@ -193,6 +206,22 @@ func (res *Result) writeText(w io.Writer) {
 		who += ", and the gateway"
 	}
 	fmt.Fprintf(w, "  process     peak RSS %s, CPU %.2fs (this process: %s)\n", rss, res.CPUSeconds, who)
+}
+
+// subscriptionsText describes the run's subscriptions, such as "1 subscription, 4 bad and
+// 10,000 idle".
+func (res *Result) subscriptionsText() string {
+	subs := []string{plural(res.Subscriptions, "subscription")}
+	if res.BadSubscriptions > 0 {
+		subs = append(subs, fmt.Sprintf("%d bad", res.BadSubscriptions))
+	}
+	if res.IdleSubscriptions > 0 {
+		subs = append(subs, count(int64(res.IdleSubscriptions))+" idle")
+	}
+	if len(subs) == 1 {
+		return subs[0]
+	}
+	return strings.Join(subs[:len(subs)-1], ", ") + " and " + subs[len(subs)-1]
 }
 
 func plural(n int, what string) string {
@@ -261,5 +290,21 @@ func showProgress(ctx context.Context, w io.Writer, name string, g *generator, l
 			name, (g.clock() - g.start).Seconds(), phase, count(acc), rate(float64(acc-lastAcc)),
 			count(recv), count(acc*subs), rate(float64(recv-lastRecv)))
 		lastAcc, lastRecv = acc, recv
+	}
+}
+
+// showCount writes "what: done of total" to w four times a second until ctx ends, then clears
+// it. It is for terminals: it rewrites one line with a carriage return.
+func showCount(ctx context.Context, w io.Writer, what string, done *atomic.Int64, total int) {
+	tick := time.NewTicker(time.Second / 4)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			fmt.Fprint(w, "\r\x1b[K")
+			return
+		case <-tick.C:
+		}
+		fmt.Fprintf(w, "\r\x1b[K%s: %s of %s", what, count(done.Load()), count(int64(total)))
 	}
 }

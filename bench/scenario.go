@@ -17,6 +17,8 @@ type runSpec struct {
 	direct  bool // post straight to the one healthy receiver, with no gateway
 	healthy int
 	bad     int
+	idle    int  // subscriptions to idleEventType, which match no event
+	profile bool // write the profiles --cpuprofile and --memprofile ask for
 }
 
 // runOne makes one run: it starts the target and the receivers, registers the subscriptions,
@@ -28,6 +30,13 @@ func runOne(ctx context.Context, o *Options, sp runSpec, stderr io.Writer, progr
 	prefix := "bench-" + randomHex(6) + "-"
 	l := newLedger(sp.healthy)
 
+	var prof *profiles
+	if sp.profile {
+		if prof, err = createProfiles(o); err != nil {
+			return nil, err
+		}
+		defer prof.close()
+	}
 	var t *target
 	if !sp.direct {
 		if o.Target != "" {
@@ -38,10 +47,14 @@ func runOne(ctx context.Context, o *Options, sp runSpec, stderr io.Writer, progr
 		if err != nil {
 			return nil, err
 		}
+		if progress {
+			t.progress = stderr
+		}
 	}
 	var healthy, bad []*receiver
+	var idle *receiver
 	defer func() {
-		if terr := teardown(t, healthy, bad); terr != nil {
+		if terr := teardown(t, healthy, bad, idle); terr != nil {
 			err = errors.Join(err, fmt.Errorf("teardown: %w", terr))
 		}
 	}()
@@ -58,6 +71,11 @@ func runOne(ctx context.Context, o *Options, sp runSpec, stderr io.Writer, progr
 			return nil, err
 		}
 		bad = append(bad, r)
+	}
+	if sp.idle > 0 {
+		if idle, err = startReceiver(o.ReceiverHost, kindIdle, nil, 0, prefix, clock); err != nil {
+			return nil, err
+		}
 	}
 
 	g := &generator{
@@ -82,9 +100,17 @@ func runOne(ctx context.Context, o *Options, sp runSpec, stderr io.Writer, progr
 				return nil, err
 			}
 		}
+		if sp.idle > 0 {
+			if err := t.subscribeIdle(ctx, idle.url, sp.idle); err != nil {
+				return nil, err
+			}
+		}
 		g.url, g.token, desc = t.base+"/v1/events", t.ingestToken, t.desc
 	}
 
+	if err := prof.start(); err != nil {
+		return nil, err
+	}
 	resetPeakRSS()
 	cpu := cpuTime()
 	g.start = g.clock()
@@ -98,6 +124,7 @@ func runOne(ctx context.Context, o *Options, sp runSpec, stderr io.Writer, progr
 	g.run(ctx)
 	drained := drain(ctx, l, o.DrainTimeout)
 	stopProgress()
+	perr := prof.stop()
 
 	tl := l.tally()
 	g.mu.Lock()
@@ -146,7 +173,11 @@ func runOne(ctx context.Context, o *Options, sp runSpec, stderr io.Writer, progr
 	for _, r := range bad {
 		res.Bad = append(res.Bad, BadReceived{Kind: r.kind, Requests: r.requests.Load()})
 	}
-	return res, nil
+	if idle != nil {
+		n := idle.requests.Load()
+		res.IdleSubscriptions, res.IdleEventType, res.IdleRequests = sp.idle, idleEventType, &n
+	}
+	return res, perr
 }
 
 // drain waits until every accepted event has reached every healthy receiver, for at most
@@ -167,12 +198,14 @@ func drain(ctx context.Context, l *ledger, limit time.Duration) bool {
 
 // teardown deletes the subscriptions, lets the bad receivers answer at once so that the
 // gateway's rounds of attempts end, stops an in-process gateway, and stops the receivers.
-func teardown(t *target, healthy, bad []*receiver) error {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
+func teardown(t *target, healthy, bad []*receiver, idle *receiver) error {
 	var errs []error
 	if t != nil {
+		// 30s, and 10ms more for each idle subscription to delete.
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second+time.Duration(len(t.idle))*10*time.Millisecond)
 		errs = append(errs, t.unsubscribe(ctx))
+		cancel()
+		t.client.CloseIdleConnections()
 	}
 	for _, r := range bad {
 		r.release()
@@ -182,6 +215,9 @@ func teardown(t *target, healthy, bad []*receiver) error {
 	}
 	for _, r := range slices.Concat(healthy, bad) {
 		errs = append(errs, r.close())
+	}
+	if idle != nil {
+		errs = append(errs, idle.close())
 	}
 	return errors.Join(errs...)
 }

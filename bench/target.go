@@ -14,7 +14,11 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/webhookgw/gateway/config"
@@ -32,7 +36,21 @@ type target struct {
 	desc        string
 	client      *http.Client // for the management API
 	subs        []string     // ids of the subscriptions registered
+	idle        []string     // ids of the idle subscriptions registered
 	stop        func() error // stops an in-process gateway; nil for a running one
+	progress    io.Writer    // a terminal for the idle subscriptions' progress, or nil
+}
+
+// managementWorkers is how many management API requests at a time register, or delete, the
+// idle subscriptions.
+const managementWorkers = 16
+
+// newManagementClient returns the client for a target's management API, which keeps a
+// connection open for each of managementWorkers.
+func newManagementClient() *http.Client {
+	c := newClient(managementWorkers)
+	c.Timeout = 30 * time.Second
+	return c
 }
 
 // startGateway starts a gateway in this process as o describes, on a listener of its own on
@@ -122,7 +140,7 @@ func startGateway(ctx context.Context, o *Options, stderr io.Writer) (t *target,
 		base:       "http://" + ln.Addr().String(),
 		adminToken: token,
 		desc:       fmt.Sprintf("in-process gateway, sqlite on %s (synchronous=%s), tracing %s", where, o.Synchronous, tracing),
-		client:     &http.Client{Timeout: 30 * time.Second},
+		client:     newManagementClient(),
 		stop:       stop,
 	}
 	if err := t.waitReady(ctx, 15*time.Second); err != nil {
@@ -137,7 +155,7 @@ func remoteTarget(ctx context.Context, o *Options) (*target, error) {
 		base:        strings.TrimSuffix(o.Target, "/"),
 		adminToken:  o.Token,
 		ingestToken: o.IngestToken,
-		client:      &http.Client{Timeout: 30 * time.Second},
+		client:      newManagementClient(),
 	}
 	t.desc = "gateway at " + t.base
 	if err := t.waitReady(ctx, 5*time.Second); err != nil {
@@ -182,49 +200,133 @@ func (t *target) waitReady(ctx context.Context, limit time.Duration) error {
 	}
 }
 
-// subscribe registers a webhook for url through the management API.
+// subscribe registers a webhook for url, for the default event types, through the management
+// API.
 func (t *target) subscribe(ctx context.Context, url string) error {
-	body, _ := json.Marshal(map[string]string{"url": url})
+	id, err := t.register(ctx, url, nil)
+	if err != nil {
+		return err
+	}
+	t.subs = append(t.subs, id)
+	return nil
+}
+
+// subscribeIdle registers n webhooks for idleEventType, for URLs base/0 to base/n-1, with
+// managementWorkers requests at a time.
+func (t *target) subscribeIdle(ctx context.Context, base string, n int) error {
+	ids := make([]string, n)
+	done, err := t.each(ctx, "registering idle subscriptions", n, func(ctx context.Context, i int) error {
+		var err error
+		ids[i], err = t.register(ctx, base+"/"+strconv.Itoa(i), []string{idleEventType})
+		return err
+	})
+	t.idle = slices.DeleteFunc(ids, func(id string) bool { return id == "" })
+	if err != nil {
+		return fmt.Errorf("idle subscriptions: %d of %d registered: %w", done, n, err)
+	}
+	return nil
+}
+
+// register registers a webhook for url and events (nil for the default types) through the
+// management API, and returns its id.
+func (t *target) register(ctx context.Context, url string, events []string) (string, error) {
+	body, _ := json.Marshal(struct {
+		URL    string   `json:"url"`
+		Events []string `json:"events,omitempty"`
+	}{url, events})
 	status, answer, err := t.call(ctx, http.MethodPost, "/v1/webhooks", body)
 	if err != nil {
-		return fmt.Errorf("registering a subscription: %w", err)
+		return "", fmt.Errorf("registering a subscription: %w", err)
 	}
 	switch status {
 	case http.StatusCreated:
 	case http.StatusUnauthorized:
-		return fmt.Errorf("registering a subscription: %s refused the admin token (--token)", t.base)
+		return "", fmt.Errorf("registering a subscription: %s refused the admin token (--token)", t.base)
 	case http.StatusBadRequest:
-		return fmt.Errorf("registering a subscription for %s was refused: %s\n"+
+		need := ""
+		if len(events) > 0 {
+			need = "; and events.types must list " + strings.Join(events, ", ")
+		}
+		return "", fmt.Errorf("registering a subscription for %s was refused: %s\n"+
 			"The gateway must accept plain-HTTP targets on private addresses, where the receivers are: "+
-			"security.require_https: false and security.allow_private_networks: true (or allowed_cidrs naming them)",
-			url, answer)
+			"security.require_https: false and security.allow_private_networks: true (or allowed_cidrs naming them)%s",
+			url, answer, need)
 	default:
-		return fmt.Errorf("registering a subscription: POST /v1/webhooks answered HTTP %d: %s", status, answer)
+		return "", fmt.Errorf("registering a subscription: POST /v1/webhooks answered HTTP %d: %s", status, answer)
 	}
 	var created struct {
 		ID string `json:"id"`
 	}
 	if err := json.Unmarshal(answer, &created); err != nil || created.ID == "" {
-		return fmt.Errorf("registering a subscription: no id in the answer %q", answer)
+		return "", fmt.Errorf("registering a subscription: no id in the answer %q", answer)
 	}
-	t.subs = append(t.subs, created.ID)
-	return nil
+	return created.ID, nil
 }
 
-// unsubscribe deletes the subscriptions subscribe registered.
+// unsubscribe deletes the subscriptions subscribe registered, and those subscribeIdle
+// registered on a running gateway (an in-process one's store is thrown away with it).
 func (t *target) unsubscribe(ctx context.Context) error {
 	var errs []error
 	for _, id := range t.subs {
-		status, answer, err := t.call(ctx, http.MethodDelete, "/v1/webhooks/"+id, nil)
-		switch {
-		case err != nil:
-			errs = append(errs, fmt.Errorf("deleting subscription %s: %w", id, err))
-		case status != http.StatusNoContent && status != http.StatusNotFound:
-			errs = append(errs, fmt.Errorf("deleting subscription %s: HTTP %d: %s", id, status, answer))
-		}
+		errs = append(errs, t.delete(ctx, id))
 	}
 	t.subs = nil
+	if t.stop == nil && len(t.idle) > 0 {
+		done, err := t.each(ctx, "deleting idle subscriptions", len(t.idle), func(ctx context.Context, i int) error {
+			return t.delete(ctx, t.idle[i])
+		})
+		if err != nil {
+			errs = append(errs, fmt.Errorf("idle subscriptions: %d of %d deleted: %w", done, len(t.idle), err))
+		}
+	}
+	t.idle = nil
 	return errors.Join(errs...)
+}
+
+// delete deletes subscription id through the management API; one already gone is no error.
+func (t *target) delete(ctx context.Context, id string) error {
+	status, answer, err := t.call(ctx, http.MethodDelete, "/v1/webhooks/"+id, nil)
+	switch {
+	case err != nil:
+		return fmt.Errorf("deleting subscription %s: %w", id, err)
+	case status != http.StatusNoContent && status != http.StatusNotFound:
+		return fmt.Errorf("deleting subscription %s: HTTP %d: %s", id, status, answer)
+	}
+	return nil
+}
+
+// each calls do for 0 to n-1, managementWorkers calls at a time, showing what and how many
+// calls are done on t.progress, if set. It stops at the first error, or when ctx ends, and
+// returns it with how many calls succeeded.
+func (t *target) each(ctx context.Context, what string, n int, do func(ctx context.Context, i int) error) (int64, error) {
+	var done atomic.Int64
+	if t.progress != nil {
+		pctx, cancel := context.WithCancel(ctx)
+		shown := make(chan struct{})
+		go func() { showCount(pctx, t.progress, what, &done, n); close(shown) }()
+		defer func() { cancel(); <-shown }()
+	}
+	ctx, stop := context.WithCancelCause(ctx)
+	defer stop(nil)
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range min(managementWorkers, n) {
+		wg.Go(func() {
+			for ctx.Err() == nil {
+				i := next.Add(1) - 1
+				if i >= int64(n) {
+					return
+				}
+				if err := do(ctx, int(i)); err != nil {
+					stop(err)
+					return
+				}
+				done.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	return done.Load(), context.Cause(ctx)
 }
 
 // call makes a management API request and returns the status and the body.
