@@ -98,9 +98,14 @@ type Engine struct {
 	lanes   map[string]*lane
 	held    map[string]*round // claimed rounds, by delivery id
 	active  int               // slots taken, across lanes
+	births  int               // rounds reserved at birth, not yet handed off
 	freed   chan struct{}     // closed (and replaced) whenever a slot frees
 	refresh bool              // ask the store about every subscription
+	closed  bool              // Run has stopped claiming: no round starts any more
 	workCtx context.Context
+
+	renewMu sync.Mutex
+	renewed time.Time // when leases were last renewed, on the injected clock
 }
 
 // New returns an Engine for opts.
@@ -149,6 +154,7 @@ func New(opts Options) *Engine {
 	}
 	e.outcomes = groupcommit.New(groupcommit.Options[*store.Outcome]{Max: 256},
 		func(ctx context.Context, os []*store.Outcome) ([]bool, error) {
+			e.takeTokens(os)
 			stale, err := e.store.CompleteDeliveries(ctx, os, e.policy, e.now().UTC())
 			if err != nil {
 				return nil, err
@@ -167,6 +173,10 @@ func New(opts Options) *Engine {
 func (e *Engine) Wake() {
 	e.mu.Lock()
 	e.refresh = true
+	for _, l := range e.lanes {
+		// A retry of a delivery in flight makes it due when its round ends.
+		l.recheck = l.recheck || l.rounds > 0
+	}
 	e.mu.Unlock()
 	e.kickLoop()
 }
@@ -178,7 +188,8 @@ func (e *Engine) Notify(subscriptions []string) {
 	}
 	e.mu.Lock()
 	for _, id := range subscriptions {
-		e.laneLocked(id).dirty = true
+		l := e.laneLocked(id)
+		l.dirty, l.backlog = true, true
 	}
 	e.mu.Unlock()
 	e.kickLoop()
@@ -243,9 +254,15 @@ func (e *Engine) Run(ctx context.Context) error {
 	e.mu.Lock()
 	e.workCtx, e.refresh = workCtx, true
 	e.mu.Unlock()
+	e.renewMu.Lock()
+	e.renewed = e.now()
+	e.renewMu.Unlock()
 	e.running.Store(true)
 	e.loop(ctx)
 	e.running.Store(false)
+	e.mu.Lock()
+	e.closed = true // no handoff starts a round once e.rounds is waited on
+	e.mu.Unlock()
 	close(e.stopped) // rounds waiting for a slot or their rate limit give up: nothing was sent
 
 	done := make(chan struct{})
@@ -322,7 +339,7 @@ func (e *Engine) refreshDue(ctx context.Context) {
 		l := e.laneLocked(id)
 		switch {
 		case !at.After(now):
-			l.dirty = true
+			l.dirty, l.backlog = true, true
 		case l.nextDue.IsZero() || at.Before(l.nextDue):
 			l.nextDue = at
 		}
@@ -333,13 +350,14 @@ func (e *Engine) refreshDue(ctx context.Context) {
 // call, and starts their rounds. It reports whether a lane got all it asked for (it may have
 // more due).
 func (e *Engine) claim(ctx context.Context) bool {
+	e.renewDue(ctx)
 	now := e.now().UTC()
 	gen := e.store.SubscriptionGeneration()
 	var want, stale []*lane
 	e.mu.Lock()
 	for _, l := range e.lanes {
 		if !l.nextDue.IsZero() && !now.Before(l.nextDue) {
-			l.dirty, l.nextDue = true, time.Time{}
+			l.dirty, l.backlog, l.nextDue = true, true, time.Time{}
 		}
 		if l.dirty {
 			want = append(want, l)
@@ -379,6 +397,9 @@ func (e *Engine) claim(ctx context.Context) bool {
 		// The slots are taken now, so that resuming rounds cannot take them meanwhile.
 		l.active += n
 		e.active += n
+		// Cleared before the store is asked, so that work a commit notifies meanwhile marks
+		// the lane again; a claim that comes back full (or fails) marks it itself.
+		l.dirty, l.backlog = false, false
 		reqs = append(reqs, store.SubscriptionClaim{ID: l.id, Limit: n, FIFO: l.sub != nil && l.sub.Policy.Ordering == store.FIFO})
 		lanes[l.id] = l
 	}
@@ -423,8 +444,8 @@ func (e *Engine) claim(ctx context.Context) bool {
 		freed = freed || unused > 0
 		switch {
 		case err != nil:
+			l.dirty, l.backlog = true, true
 		case unused > 0:
-			l.dirty = false
 			if at, ok := res.NextDue[rq.ID]; ok {
 				l.nextDue = at
 			}
@@ -432,6 +453,7 @@ func (e *Engine) claim(ctx context.Context) bool {
 				delete(e.lanes, l.id) // deleted, and nothing of it left to fail
 			}
 		default:
+			l.dirty, l.backlog = true, true
 			more = true
 		}
 	}
@@ -450,22 +472,25 @@ func (e *Engine) runRound(r *round) {
 	e.mu.Unlock()
 	c := r.claim
 	o, ok := r.run(ctx)
-	e.mu.Lock()
-	// From here the round's token is final: a later claim of the delivery is a new round's.
-	token := r.token
-	r.sent = true
-	e.mu.Unlock()
 	log := e.log.With("delivery_id", c.Delivery.ID, "event_id", c.Event.ID, "subscription_id", c.Delivery.SubscriptionID)
 	if sc := trace.SpanContextFromContext(traceparent.With(ctx, c.Event.TraceParent)); sc.HasTraceID() {
 		log = log.With("trace_id", sc.TraceID().String())
 	}
 	if !ok {
+		e.mu.Lock()
+		// From here the round's token is final: a later claim of the delivery is a new round's.
+		token := r.token
+		r.sent = true
+		e.mu.Unlock()
+		r.released = true
 		if err := e.store.ReleaseDeliveries(context.WithoutCancel(ctx), []store.Lease{{DeliveryID: c.Delivery.ID, Token: token}}); err != nil {
 			log.Error("releasing a delivery that was not attempted", "err", err)
 		}
 		return
 	}
-	o.Token = token
+	e.mu.Lock()
+	r.recording = o // the flush takes the round's token then (see recordOutcomes)
+	e.mu.Unlock()
 	stale, err := e.outcomes.Do(context.WithoutCancel(ctx), o)
 	switch {
 	case err != nil:
@@ -477,6 +502,7 @@ func (e *Engine) runRound(r *round) {
 			"attempts", len(o.Attempts))
 		return
 	}
+	r.outcome = o
 	if e.onOutcome != nil {
 		e.onOutcome(o)
 	}
@@ -495,6 +521,21 @@ func (e *Engine) runRound(r *round) {
 	}
 }
 
+// takeTokens gives outcomes about to be recorded their rounds' tokens, final from now on: a
+// claim that took a round's delivery over while its outcome waited for the flush (its lease had
+// run out) was adopted by the round, and the outcome applies with the adopted token instead of
+// being refused as stale; a later claim of the delivery is a new round's.
+func (e *Engine) takeTokens(os []*store.Outcome) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, o := range os {
+		if r := e.held[o.DeliveryID]; r != nil && r.recording == o {
+			o.Token = r.token
+			r.sent = true
+		}
+	}
+}
+
 // finish forgets a round whose outcome is recorded (or whose claim is released), and has its
 // lane look for more.
 func (e *Engine) finish(r *round) {
@@ -505,8 +546,19 @@ func (e *Engine) finish(r *round) {
 	}
 	l := r.lane
 	l.rounds--
-	l.dirty = true
-	if l.loaded && l.sub == nil && l.rounds == 0 {
+	switch o := r.outcome; {
+	case r.released:
+		l.dirty, l.backlog = true, true // due again at once
+	case o != nil && o.NextAttemptAt != nil:
+		if l.nextDue.IsZero() || o.NextAttemptAt.Before(l.nextDue) {
+			l.nextDue = *o.NextAttemptAt
+		}
+	}
+	if l.recheck {
+		l.dirty = true // a retry asked for during the round may have made it due again
+		l.recheck = l.rounds > 0
+	}
+	if l.loaded && l.sub == nil && l.rounds == 0 && e.lanes[l.id] == l {
 		delete(e.lanes, l.id) // deleted: nothing of it is kept
 		e.chains.forget(l.id)
 	}
@@ -636,32 +688,51 @@ func (e *Engine) currentSubscription(ctx context.Context, l *lane) (*store.Subsc
 func (e *Engine) renewLeases(ctx context.Context) {
 	tick := time.NewTicker(min(time.Second, e.lease/4))
 	defer tick.Stop()
-	last := e.now()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-tick.C:
 		}
-		now := e.now()
-		if now.Sub(last) < e.lease/3 && !now.Before(last) {
-			continue
-		}
-		last = now
-		e.mu.Lock()
-		leases := make([]store.Lease, 0, len(e.held))
-		for id, r := range e.held {
-			if !r.sent { // a round whose outcome is on its way ends its lease itself
-				leases = append(leases, store.Lease{DeliveryID: id, Token: r.token})
-			}
-		}
-		e.mu.Unlock()
-		lost, err := e.store.ExtendLeases(ctx, leases, now.UTC().Add(e.lease))
-		switch {
-		case err != nil && ctx.Err() == nil:
+		e.renewDue(ctx)
+	}
+}
+
+// renewDue extends the leases of every claimed round, those whose outcome is on its way too,
+// when the clock has moved a third of a lease since the last renewal (or gone back). The claim
+// loop calls it before every claim, so that a clock that jumped past the leases of rounds in
+// flight never lets the claim take their deliveries again.
+func (e *Engine) renewDue(ctx context.Context) {
+	e.renewMu.Lock()
+	defer e.renewMu.Unlock()
+	now := e.now()
+	if now.Sub(e.renewed) < e.lease/3 && !now.Before(e.renewed) {
+		return
+	}
+	e.renewed = now
+	e.mu.Lock()
+	leases := make([]store.Lease, 0, len(e.held))
+	for id, r := range e.held {
+		leases = append(leases, store.Lease{DeliveryID: id, Token: r.token})
+	}
+	e.mu.Unlock()
+	if len(leases) == 0 {
+		return
+	}
+	lost, err := e.store.ExtendLeases(ctx, leases, now.UTC().Add(e.lease))
+	if err != nil {
+		if ctx.Err() == nil {
 			e.log.Error("renewing delivery leases", "err", err)
-		case len(lost) > 0:
-			e.log.Warn("delivery leases lost to another claim: those rounds' outcomes will not be applied", "deliveries", lost)
 		}
+		return
+	}
+	e.mu.Lock()
+	lost = slices.DeleteFunc(lost, func(id string) bool {
+		r := e.held[id]
+		return r == nil || r.sent // finished meanwhile: its lease ended with its outcome
+	})
+	e.mu.Unlock()
+	if len(lost) > 0 {
+		e.log.Warn("delivery leases lost to another claim: those rounds' outcomes will not be applied", "deliveries", lost)
 	}
 }

@@ -38,9 +38,14 @@ type lane struct {
 	// claimed rounds not yet recorded.
 	active, resuming, rounds int
 	// dirty says the store may hold due deliveries for the lane; nextDue, when not zero, is
-	// when its next one is due.
-	dirty   bool
-	nextDue time.Time
+	// when its next one is due. backlog says due deliveries were stored unleased (an ingest
+	// the lane had no room for, a retry, a due time reached): until a claim has taken them,
+	// new deliveries are not leased at birth, so that they do not pass the older ones.
+	dirty, backlog bool
+	nextDue        time.Time
+	// recheck says a retry may have been asked for while rounds were in flight: the lane
+	// looks at the store again as each of them ends.
+	recheck bool
 	// failStreak counts consecutive failed attempts.
 	failStreak int
 

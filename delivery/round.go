@@ -52,8 +52,14 @@ type round struct {
 	slot, retrying bool
 	// token is the claim's, or a newer one the engine took over for it; sent says the round
 	// has sent its outcome (or release) with its token, which is final from then on.
-	token int64
-	sent  bool
+	// recording is the outcome waiting to be recorded, which takes the token when it is.
+	token     int64
+	sent      bool
+	recording *store.Outcome
+	// outcome is the round's outcome once recorded and applied; released says its claim was
+	// released instead, not attempted.
+	outcome  *store.Outcome
+	released bool
 	// at is the attempt's start on the injected clock, monoStart on the monotonic one.
 	at, monoStart time.Time
 	attempts      []store.Attempt

@@ -108,7 +108,9 @@ func New(opts Options) (*Gateway, error) {
 		g.now = time.Now
 	}
 	if g.newID == nil {
-		g.newID = func() string { return uuid.NewString() }
+		// Time-ordered (UUIDv7): new deliveries and their attempts land at the end of their
+		// indexes instead of on random pages.
+		g.newID = func() string { return uuid.Must(uuid.NewV7()).String() }
 	}
 	if len(opts.Config.Ingest.Tokens) > 0 {
 		g.ingestTokens = newTokenSet(opts.Config.Ingest.Tokens)
@@ -138,15 +140,12 @@ func New(opts Options) (*Gateway, error) {
 			for _, evs := range reqs {
 				all = append(all, evs...)
 			}
-			results, err := g.store.IngestEvents(ctx, all, g.newID)
+			opts, end := g.engine.BeginIngest(g.newID)
+			results, err := g.store.IngestEvents(ctx, all, opts)
+			end(results, err)
 			if err != nil {
 				return nil, err
 			}
-			var targets []string
-			for _, r := range results {
-				targets = append(targets, r.Targets...)
-			}
-			g.engine.Notify(targets)
 			out := make([][]store.IngestResult, len(reqs))
 			for i, evs := range reqs {
 				out[i], results = results[:len(evs)], results[len(evs):]

@@ -77,7 +77,7 @@ func (s *fullAtStart) RecoverLeases(ctx context.Context) error {
 	// A type no subscription takes: should the write get through (room came back meanwhile),
 	// it delivers nothing.
 	big := &store.Event{ID: "probe", Type: "transaction.state.updated", Payload: []byte(bigEvent("probe")), ReceivedAt: start}
-	if _, err := s.IngestEvents(ctx, []*store.Event{big}, func() string { return "probe-delivery" }); err != nil {
+	if _, err := s.IngestEvents(ctx, []*store.Event{big}, store.IngestOptions{NewID: func() string { return "probe-delivery" }}); err != nil {
 		return err
 	}
 	return errors.New("test: the database has room")
@@ -101,7 +101,7 @@ func TestStartOnAFullDisk(t *testing.T) {
 		t.Fatal(err)
 	}
 	ev := &store.Event{ID: "leased", Type: "task.state.updated", Payload: []byte(`{"id":"leased","type":"task.state.updated"}`), ReceivedAt: start}
-	if _, err := before.IngestEvents(ctx, []*store.Event{ev}, func() string { return "leased-delivery" }); err != nil {
+	if _, err := before.IngestEvents(ctx, []*store.Event{ev}, store.IngestOptions{NewID: func() string { return "leased-delivery" }}); err != nil {
 		t.Fatal(err)
 	}
 	claimed, err := before.ClaimDeliveries(ctx, store.ClaimOptions{Now: start, LeaseUntil: start.Add(time.Hour),

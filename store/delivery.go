@@ -28,6 +28,22 @@ type IngestResult struct {
 	Duplicate bool
 	// Targets are the subscriptions the event fanned out to (none for a duplicate).
 	Targets []string
+	// Claims are its deliveries leased at birth (IngestOptions.Lease), in Targets' order.
+	Claims []*Claim
+}
+
+// IngestOptions say how IngestEvents makes deliveries.
+type IngestOptions struct {
+	// NewID makes delivery ids.
+	NewID func() string
+	// Lease, when not nil, is asked inside the transaction about each delivery made, by its
+	// subscription: a delivery it answers true for is stored leased until LeaseUntil, with a
+	// token, and comes back as a claim, to be attempted at once by the caller with no claim
+	// of its own; the committed row stays the durable record. When IngestEvents fails nothing
+	// is leased, and the caller undoes whatever its answers reserved. A backend may lease
+	// nothing and never ask.
+	Lease      func(subscriptionID string) bool
+	LeaseUntil time.Time
 }
 
 // DeliveryStatus is where a delivery stands.

@@ -158,9 +158,10 @@ type Store interface {
 
 	// IngestEvents stores events in one transaction and, for each one whose id is new, a
 	// pending delivery due at once (at its ReceivedAt) for every active subscription whose
-	// events match its type. newID makes delivery ids. An id seen before, in the store or
-	// earlier in events, is a duplicate: nothing is stored for it. Results follow events.
-	IngestEvents(ctx context.Context, events []*Event, newID func() string) ([]IngestResult, error)
+	// events match its type; opts.Lease may lease some of them at birth. An id seen before, in
+	// the store or earlier in events, is a duplicate: nothing is stored for it. Results follow
+	// events.
+	IngestEvents(ctx context.Context, events []*Event, opts IngestOptions) ([]IngestResult, error)
 	// ClaimDeliveries leases, for each subscription in opts, up to its limit of its due pending
 	// deliveries that are not paused and not leased (or whose lease has expired), the longest
 	// due first (a fifo subscription: only its oldest pending delivery, when that one is due

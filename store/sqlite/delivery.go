@@ -16,7 +16,8 @@ import (
 )
 
 // IngestEvents stores events and their deliveries in one transaction.
-func (s *Store) IngestEvents(ctx context.Context, events []*store.Event, newID func() string) ([]store.IngestResult, error) {
+func (s *Store) IngestEvents(ctx context.Context, events []*store.Event, opts store.IngestOptions) ([]store.IngestResult, error) {
+	until := opts.LeaseUntil.UnixNano()
 	results := make([]store.IngestResult, len(events))
 	err := s.inTx(ctx, func(tx *sql.Tx) error {
 		fanout, err := s.fanoutIndex(ctx, tx)
@@ -50,12 +51,22 @@ func (s *Store) IngestEvents(ctx context.Context, events []*store.Event, newID f
 				results[i] = r
 				continue
 			}
+			r := store.IngestResult{ID: ev.ID, Type: ev.Type, Deliveries: len(targets), Targets: targets}
 			for _, subID := range targets {
-				if _, err := insertDelivery.ExecContext(ctx, newID(), ev.ID, subID, at, at, at); err != nil {
+				id := opts.NewID()
+				leased := opts.Lease != nil && opts.Lease(subID)
+				var leaseUntil, token int64
+				if leased {
+					leaseUntil, token = until, 1
+				}
+				if _, err := insertDelivery.ExecContext(ctx, id, ev.ID, subID, at, at, at, leaseUntil, token); err != nil {
 					return err
 				}
+				if leased {
+					r.Claims = append(r.Claims, bornClaim(id, ev, subID, token))
+				}
 			}
-			results[i] = store.IngestResult{ID: ev.ID, Type: ev.Type, Deliveries: len(targets), Targets: targets}
+			results[i] = r
 		}
 		return nil
 	})
@@ -65,11 +76,22 @@ func (s *Store) IngestEvents(ctx context.Context, events []*store.Event, newID f
 	return results, nil
 }
 
+// bornClaim is the claim of a delivery leased as it is stored, as a claim query would return it.
+func bornClaim(id string, ev *store.Event, subID string, token int64) *store.Claim {
+	at := ev.ReceivedAt.UTC()
+	return &store.Claim{
+		Delivery: &store.Delivery{ID: id, EventID: ev.ID, EventType: ev.Type, SubscriptionID: subID,
+			Status: store.Pending, NextAttemptAt: &at, CreatedAt: at, UpdatedAt: at},
+		Event: ev,
+		Token: token,
+	}
+}
+
 const (
 	insertEventSQL = `INSERT INTO events (id, type, payload, traceparent, deliveries, received_at)
 		VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING`
 	insertDeliverySQL = `INSERT INTO deliveries (id, event_id, subscription_id, status,
-		next_attempt_at, created_at, updated_at) VALUES (?, ?, ?, 'pending', ?, ?, ?)`
+		next_attempt_at, created_at, updated_at, lease_until, lease_token) VALUES (?, ?, ?, 'pending', ?, ?, ?, ?, ?)`
 	duplicateEventSQL      = "SELECT type, deliveries FROM events WHERE id = ?"
 	activeSubscriptionsSQL = "SELECT id, events FROM subscriptions WHERE active = 1 ORDER BY created_at, id"
 	claimedEventSQL        = "SELECT type, payload, traceparent, received_at FROM events WHERE id = ?"

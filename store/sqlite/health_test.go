@@ -36,7 +36,7 @@ func TestWritableFollowsAFullDisk(t *testing.T) {
 		t.Fatal(err)
 	}
 	big := &store.Event{ID: "big", Type: "t", Payload: []byte(`{"pad":"` + strings.Repeat("x", 64<<10) + `"}`), ReceivedAt: time.Now()}
-	_, err = s.IngestEvents(ctx, []*store.Event{big}, func() string { return "d" })
+	_, err = s.IngestEvents(ctx, []*store.Event{big}, store.IngestOptions{NewID: func() string { return "d" }})
 	if err == nil || !strings.Contains(err.Error(), "full") {
 		t.Fatalf("ingest into a full database: %v", err)
 	}
@@ -60,7 +60,7 @@ func TestWritableFollowsAFullDisk(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	if _, err := s.IngestEvents(ctx, []*store.Event{big}, func() string { return "d" }); err != nil {
+	if _, err := s.IngestEvents(ctx, []*store.Event{big}, store.IngestOptions{NewID: func() string { return "d" }}); err != nil {
 		t.Fatalf("ingest with room again: %v", err)
 	}
 	// The probe left nothing behind.

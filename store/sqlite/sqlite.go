@@ -57,7 +57,14 @@ type Store struct {
 	read  *sql.DB // a pool, query_only
 
 	stmts map[string]*sql.Stmt // hotQueries, prepared at Open; read-only after
-	lock  *os.File             // the exclusive lock on the file, held until Close
+
+	// The writer goroutine runs every write transaction (inTx).
+	writes     chan *writeJob
+	closing    chan struct{}
+	writerDone chan struct{}
+	stopOnce   sync.Once
+
+	lock *os.File // the exclusive lock on the file, held until Close
 
 	secrets *secretbox.Box // nil: in clear
 
@@ -127,11 +134,14 @@ func Open(ctx context.Context, path string, opts Options) (_ *Store, err error) 
 	write.SetMaxOpenConns(1)
 	write.SetConnMaxIdleTime(0)
 	s := &Store{write: write, stmts: make(map[string]*sql.Stmt), secrets: opts.Secrets}
+	s.startWriter()
 	if err := s.migrate(ctx); err != nil {
+		s.stopWriter()
 		write.Close()
 		return nil, fmt.Errorf("sqlite: %s: %w", path, err)
 	}
 	if err := s.reseal(ctx, opts.Logger); err != nil {
+		s.stopWriter()
 		write.Close()
 		return nil, fmt.Errorf("sqlite: %s: %w", path, err)
 	}
@@ -152,6 +162,7 @@ func Open(ctx context.Context, path string, opts Options) (_ *Store, err error) 
 
 // Close closes both connection pools, then releases the file's lock.
 func (s *Store) Close() error {
+	s.stopWriter()
 	for _, st := range s.stmts {
 		st.Close()
 	}
@@ -249,21 +260,6 @@ func (s *Store) migrate(ctx context.Context) error {
 // SubscriptionGeneration grows with every committed change to a subscription that matters to
 // delivery.
 func (s *Store) SubscriptionGeneration() uint64 { return s.generation.Load() }
-
-// inTx runs fn in a write transaction (BEGIN IMMEDIATE), committed unless fn fails, and
-// records a failure for want of storage for Writable.
-func (s *Store) inTx(ctx context.Context, fn func(*sql.Tx) error) (err error) {
-	defer func() { s.noteWrite(err) }()
-	tx, err := s.write.BeginTx(ctx, nil)
-	if err != nil {
-		return err
-	}
-	if err := fn(tx); err != nil {
-		tx.Rollback()
-		return err
-	}
-	return tx.Commit()
-}
 
 const subscriptionColumns = `id, kind, source, url, events, headers, plugins, request_id, source_sender_id,
 	username, password, active, deactivated_at, in_error_state, error_state_reason,

@@ -50,7 +50,7 @@ func event(id, typ string, received time.Time) *store.Event {
 
 func mustIngest(t *testing.T, s store.Store, events ...*store.Event) []store.IngestResult {
 	t.Helper()
-	res, err := s.IngestEvents(context.Background(), events, newID)
+	res, err := s.IngestEvents(context.Background(), events, store.IngestOptions{NewID: newID})
 	if err != nil {
 		t.Fatalf("IngestEvents: %v", err)
 	}
@@ -357,7 +357,7 @@ func testIngestFanOut(t *testing.T, s store.Store) {
 		event("e1", "x", at(time.Second)),
 		event("e2", "y", at(2*time.Second)),
 		event("e3", "z", at(3*time.Second)),
-	}, func() string { id := newID(); made = append(made, id); return id })
+	}, store.IngestOptions{NewID: func() string { id := newID(); made = append(made, id); return id }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -948,7 +948,7 @@ func testPrune(t *testing.T, s store.Store) {
 	wantState(t, s, deliveryOf(t, s, "waiting", "a"), `pending attempts=1 step=1 next=+3h0m0s finished=- code=500 error=""`)
 
 	// The pruned delivery's attempts went with it: a new delivery given its id has none.
-	if _, err := s.IngestEvents(ctx, []*store.Event{event("again", "x", at(3*time.Hour))}, func() string { return done }); err != nil {
+	if _, err := s.IngestEvents(ctx, []*store.Event{event("again", "x", at(3*time.Hour))}, store.IngestOptions{NewID: func() string { return done }}); err != nil {
 		t.Fatal(err)
 	}
 	if _, as := mustDelivery(t, s, done); len(as) != 0 {

@@ -149,7 +149,7 @@ func testFIFOBatchOrder(t *testing.T, s store.Store) {
 	}
 	n := 100
 	descending := func() string { n--; return fmt.Sprintf("fifo-%03d", n) } // against insertion order
-	if _, err := s.IngestEvents(context.Background(), events, descending); err != nil {
+	if _, err := s.IngestEvents(context.Background(), events, store.IngestOptions{NewID: descending}); err != nil {
 		t.Fatal(err)
 	}
 	var got []string
@@ -640,5 +640,57 @@ func testFanOutFollowsEveryChange(t *testing.T, s store.Store) {
 	}
 	if got := targets("e7"); got != "f" {
 		t.Fatalf("after a file sync declared f: %q", got)
+	}
+}
+
+// testIngestLeasesAtBirth stores the deliveries IngestOptions.Lease answers yes for leased to
+// the caller, as a claim would: not claimable until the lease ends, fenced by the token
+// returned, and released or completed like any claim. The others are stored as usual.
+func testIngestLeasesAtBirth(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	subscriber(t, s, "a", "x")
+	subscriber(t, s, "b", "x")
+	var asked []string
+	res, err := s.IngestEvents(ctx, []*store.Event{event("e1", "x", at(0)), event("e2", "x", at(time.Second))},
+		store.IngestOptions{NewID: newID, LeaseUntil: at(time.Minute), Lease: func(sub string) bool {
+			asked = append(asked, sub)
+			return sub == "a"
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if asked == nil {
+		t.Skip("this backend leases nothing at birth (it may: IngestOptions.Lease)")
+	}
+	wantList(t, "asked", asked, "a", "b", "a", "b")
+	var born []*store.Claim
+	for i, r := range res {
+		if len(r.Claims) != 1 {
+			t.Fatalf("event %d: %d claims, want 1 (a's)", i, len(r.Claims))
+		}
+		c := r.Claims[0]
+		d := c.Delivery
+		if d.SubscriptionID != "a" || d.EventID != r.ID || d.EventType != "x" || d.Status != store.Pending || d.Attempts != 0 ||
+			d.NextAttemptAt == nil || !d.NextAttemptAt.Equal(at(time.Duration(i)*time.Second)) || d.ID != deliveryOf(t, s, r.ID, "a") {
+			t.Fatalf("event %d: claim %+v", i, d)
+		}
+		if c.Event.ID != r.ID || string(c.Event.Payload) != `{"id":"`+r.ID+`"}` {
+			t.Fatalf("event %d: claimed event %+v", i, c.Event)
+		}
+		born = append(born, c)
+	}
+	wantList(t, "claim while leased at birth", claimAt(t, s, at(30*time.Second)).names, "e1/b", "e2/b")
+	wantDue(t, s, at(30*time.Second), "")
+
+	// The token fences: released with it, e2/a is claimable again; e1/a completes with it.
+	if err := s.ReleaseDeliveries(ctx, []store.Lease{{DeliveryID: born[1].Delivery.ID, Token: born[1].Token}}); err != nil {
+		t.Fatal(err)
+	}
+	wantList(t, "after the release", claimOf(t, s, at(30*time.Second), at(time.Hour), 10, "a").names, "e2/a")
+	complete(t, s, at(40*time.Second), success(born[0], at(35*time.Second)))
+	wantState(t, s, born[0].Delivery.ID, `succeeded attempts=1 step=0 next=- finished=+40s code=200 error=""`)
+	wantLogAgrees(t, s, born[0].Delivery.ID)
+	if stale := completeStale(t, s, at(50*time.Second), success(born[1], at(45*time.Second))); len(stale) != 1 {
+		t.Fatalf("the birth token of a released and claimed again delivery still applies")
 	}
 }

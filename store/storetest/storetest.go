@@ -50,6 +50,7 @@ func Run(t *testing.T, open Opener, caps Capabilities) {
 		{"GenerationGrows", testGenerationGrows},
 		{"IngestFansOut", testIngestFanOut},
 		{"IngestDuplicates", testIngestDuplicates},
+		{"IngestLeasesAtBirth", testIngestLeasesAtBirth},
 		{"GetEventKeepsPayloadAndTrace", testGetEvent},
 		{"DeliveryLookupsMissing", testDeliveryLookupsMissing},
 		{"ClaimDueLongestFirst", testClaimDue},
