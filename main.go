@@ -29,6 +29,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/mattn/go-isatty"
 
 	"github.com/webhookgw/gateway/bench"
@@ -37,6 +38,7 @@ import (
 	"github.com/webhookgw/gateway/plugins"
 	"github.com/webhookgw/gateway/plugins/builtin"
 	"github.com/webhookgw/gateway/store"
+	"github.com/webhookgw/gateway/store/postgres"
 	"github.com/webhookgw/gateway/store/sqlite"
 )
 
@@ -51,8 +53,9 @@ const usage = `usage: gateway <command> [flags]
 commands:
   serve [--config FILE]        run the gateway
   validate [--config FILE]     check the configuration; print every problem, or ok
-    --check-store              also check the store: the database's directory exists and is
-                               writable, and no other gateway has the file open
+    --check-store              also check the store: sqlite, the database's directory exists
+                               and is writable, and no other gateway has the file open;
+                               postgres, the database answers
   version                      print the version (also gateway --version)
   healthcheck [--config FILE]  exit 0 if the gateway answers /readyz with 200 (HEALTHCHECK)
   bench [flags]                load benchmark: events/s, latency, lost events
@@ -113,7 +116,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "validate":
 		var checkStore bool
 		src, code, done := configFlag("validate", validateHelp, args[1:], stdout, stderr, func(fs *flag.FlagSet) {
-			fs.BoolVar(&checkStore, "check-store", false, "also check that the store can be opened: the database's directory exists and is writable, and no other gateway has the file open")
+			fs.BoolVar(&checkStore, "check-store", false, "also check that the store can be opened: for sqlite, the database's directory exists and is writable, and no other gateway has the file open; for postgres, the database answers")
 		})
 		if done {
 			return code
@@ -384,6 +387,8 @@ func openStore(ctx context.Context, cfg config.Store, log *slog.Logger) (store.S
 	switch cfg.Driver {
 	case "sqlite":
 		return sqlite.Open(ctx, cfg.DSN, sqlite.Options{Synchronous: cfg.Synchronous, Secrets: secrets, Logger: log})
+	case "postgres":
+		return postgres.Open(ctx, cfg.DSN, postgres.Options{MaxConns: int32(cfg.MaxConns), Secrets: secrets, Logger: log}) // validated: fits
 	}
 	return nil, fmt.Errorf("store.driver %q is not available in this build", cfg.Driver)
 }
@@ -394,8 +399,30 @@ func checkStoreAccess(cfg config.Store) error {
 	switch cfg.Driver {
 	case "sqlite":
 		return sqlite.Check(cfg.DSN)
+	case "postgres":
+		return checkPostgres(cfg.DSN)
 	}
 	return fmt.Errorf("store.driver %q is not available in this build", cfg.Driver)
+}
+
+// checkPostgres connects to the database dsn names and pings it, within 10 seconds. It changes
+// nothing.
+func checkPostgres(dsn string) error {
+	cc, err := pgx.ParseConfig(dsn)
+	if err != nil {
+		return fmt.Errorf("store.dsn: %w", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	conn, err := pgx.ConnectConfig(ctx, cc)
+	if err != nil {
+		return fmt.Errorf("postgres: %w", err)
+	}
+	defer conn.Close(context.Background())
+	if err := conn.Ping(ctx); err != nil {
+		return fmt.Errorf("postgres: %w", err)
+	}
+	return nil
 }
 
 // newLogger logs JSON at level, or text when w is a terminal.

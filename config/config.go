@@ -80,6 +80,10 @@ type Store struct {
 	// Synchronous is SQLite's durability level: "normal" survives a process crash, "full"
 	// also a power loss.
 	Synchronous string `yaml:"synchronous"`
+	// MaxConns is PostgreSQL's connection pool size, per replica; 0 is pgx's default (the
+	// greater of 4 and the number of CPUs). The store holds one more connection, to listen
+	// for the other replicas' changes.
+	MaxConns int `yaml:"max_conns"`
 	// EncryptionKey is the key stored secrets (registration passwords, plugin configurations)
 	// are encrypted under with AES-256-GCM: the standard base64 of 32 random bytes, as
 	// `openssl rand -base64 32` prints. Empty stores them in clear, and serve says so at start.

@@ -197,6 +197,27 @@ func TestConnectionLimitKeys(t *testing.T) {
 	}
 }
 
+// store.max_conns sizes PostgreSQL's pool: 0 (the default) leaves it to pgx; a negative size
+// is refused.
+func TestStoreMaxConns(t *testing.T) {
+	cfg, err := config.Parse([]byte("store:\n  driver: postgres\n  dsn: postgres://db/gateway\n  max_conns: 8\n"), env(nil), nil)
+	if err != nil || cfg.Store.MaxConns != 8 {
+		t.Fatalf("max_conns: 8: %+v, %v", cfg.Store, err)
+	}
+	if cfg := config.Default(); cfg.Store.MaxConns != 0 {
+		t.Fatalf("default max_conns %d, want 0 (pgx's default)", cfg.Store.MaxConns)
+	}
+	for in, want := range map[string]string{
+		"-1":  "store.max_conns: must be a whole number from 0 (pgx's default) to 2147483647",
+		"1.5": "store.max_conns: must be a whole number, not \"1.5\"",
+	} {
+		_, err := config.Parse([]byte("store:\n  max_conns: "+in+"\n"), env(nil), nil)
+		if err == nil || err.Error() != want {
+			t.Errorf("max_conns: %s:\ngot  %v\nwant %s", in, err, want)
+		}
+	}
+}
+
 func TestSubscriptionDefaults(t *testing.T) {
 	cfg, err := config.Parse([]byte(`
 subscriptions:

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"math"
 	"net"
 	"net/http"
 	"net/netip"
@@ -58,6 +59,9 @@ func (c *Config) Validate(plugins PluginChecker) error {
 	case "normal", "full":
 	default:
 		ps.Add("store.synchronous", "must be normal or full, not %q", c.Store.Synchronous)
+	}
+	if c.Store.MaxConns < 0 || c.Store.MaxConns > math.MaxInt32 {
+		ps.Add("store.max_conns", "must be a whole number from 0 (pgx's default) to %d", math.MaxInt32)
 	}
 	if _, err := c.Store.SecretBox(); err != nil {
 		ps = append(ps, err.(Problems)...)

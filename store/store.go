@@ -226,6 +226,10 @@ type Store interface {
 	Close() error
 }
 
+// Notifier is implemented by a Store that several processes share: Due delivers a value
+// whenever another process may have made deliveries due (an ingest, a retry, a reactivation).
+type Notifier interface{ Due() <-chan struct{} }
+
 // SameDeclaration reports whether a and b declare the same target: URL, Events, Headers,
 // Plugins and Policy. A file sync updates a subscription only when they differ.
 func SameDeclaration(a, b *Subscription) bool {

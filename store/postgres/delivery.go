@@ -1,0 +1,851 @@
+package postgres
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/webhookgw/gateway/store"
+)
+
+// IngestEvents stores events and their deliveries in one transaction. It notifies the other
+// replicas when it stored deliveries.
+func (s *Store) IngestEvents(ctx context.Context, events []*store.Event, newID func() string) ([]store.IngestResult, error) {
+	results := make([]store.IngestResult, len(events))
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		targets := make(map[string][]string) // by event type, read once a transaction
+		stored := 0
+		for i, ev := range events {
+			subs, ok := targets[ev.Type]
+			if !ok {
+				var err error
+				if subs, err = fanOut(ctx, tx, ev.Type); err != nil {
+					return err
+				}
+				targets[ev.Type] = subs
+			}
+			at := ev.ReceivedAt.UnixNano()
+			tag, err := tx.Exec(ctx, insertEventSQL, ev.ID, ev.Type, ev.Payload, ev.TraceParent, len(subs), at)
+			if err != nil {
+				return err
+			}
+			if tag.RowsAffected() == 0 {
+				r := store.IngestResult{ID: ev.ID, Duplicate: true}
+				if err := tx.QueryRow(ctx, duplicateEventSQL, ev.ID).Scan(&r.Type, &r.Deliveries); err != nil {
+					return err
+				}
+				results[i] = r
+				continue
+			}
+			if len(subs) > 0 {
+				ids := make([]string, len(subs))
+				for j := range ids {
+					ids[j] = newID()
+				}
+				if _, err := tx.Exec(ctx, insertDeliveriesSQL, ids, ev.ID, subs, at); err != nil {
+					return err
+				}
+				stored += len(subs)
+			}
+			results[i] = store.IngestResult{ID: ev.ID, Type: ev.Type, Deliveries: len(subs), Targets: subs}
+		}
+		if stored > 0 {
+			return s.notifyDue(ctx, tx)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return results, nil
+}
+
+const (
+	insertEventSQL = `INSERT INTO events (id, type, payload, traceparent, deliveries, received_at)
+		VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING`
+	// insertDeliveriesSQL stores one event's deliveries, due at once, in the order of the
+	// subscriptions (seq follows it).
+	insertDeliveriesSQL = `INSERT INTO deliveries (id, event_id, subscription_id, status, next_attempt_at, created_at, updated_at)
+		SELECT d.id, $2, d.subscription_id, 'pending', $4, $4, $4 FROM unnest($1::text[], $3::text[]) AS d (id, subscription_id)`
+	duplicateEventSQL = "SELECT type, deliveries FROM events WHERE id = $1"
+	// fanOutSQL is the active subscriptions an event type fans out to, in creation order.
+	fanOutSQL = `SELECT id FROM subscriptions WHERE active
+		AND (events::jsonb @> jsonb_build_array($1::text) OR events::jsonb @> '["*"]') ORDER BY created_at, id`
+)
+
+// fanOut returns the ids of the active subscriptions an event of eventType fans out to, in
+// creation order. It reads them in the ingest's transaction, so that it never uses a stale list
+// (another replica may have changed them a moment ago). A subscription deactivated while the
+// ingest runs may still get a delivery: the claim pauses it (see claimSubscriptions).
+func fanOut(ctx context.Context, tx pgx.Tx, eventType string) ([]string, error) {
+	rows, err := tx.Query(ctx, fanOutSQL, eventType)
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, pgx.RowTo[string])
+}
+
+const deliveryColumns = `d.id, d.event_id, e.type, d.subscription_id, d.status, d.attempts, d.step, d.next_attempt_at,
+	d.last_status_code, d.last_error, d.created_at, d.updated_at, d.finished_at`
+
+func scanDelivery(row pgx.Row) (*store.Delivery, error) {
+	var (
+		d                    store.Delivery
+		status               string
+		next, finished       *int64
+		createdAt, updatedAt int64
+	)
+	if err := row.Scan(&d.ID, &d.EventID, &d.EventType, &d.SubscriptionID, &status, &d.Attempts, &d.Step, &next,
+		&d.LastStatusCode, &d.LastError, &createdAt, &updatedAt, &finished); err != nil {
+		return nil, err
+	}
+	d.Status = store.DeliveryStatus(status)
+	d.NextAttemptAt, d.FinishedAt = fromNanos(next), fromNanos(finished)
+	d.CreatedAt, d.UpdatedAt = time.Unix(0, createdAt).UTC(), time.Unix(0, updatedAt).UTC()
+	return &d, nil
+}
+
+const (
+	claimReturning = ` RETURNING d.id, d.event_id, d.subscription_id, d.status, d.attempts, d.step, d.next_attempt_at,
+		d.last_status_code, d.last_error, d.created_at, d.updated_at, d.lease_token, d.seq`
+	// claimSet leases a delivery. A new round serves a retry asked for while an earlier one was
+	// in flight, unless it takes over a lease that ran out (lease_until not 0), whose round may
+	// still be running and must not lose the request.
+	claimSet = `lease_until = $1, lease_token = d.lease_token + 1,
+		retry_requested = CASE WHEN d.lease_until = 0 THEN false ELSE d.retry_requested END`
+	// claimSQL leases up to $4 of one subscription's due deliveries, the longest due first
+	// (River's JobGetAvailable: lock, skipping rows others hold, then update).
+	claimSQL = `WITH locked AS (
+		SELECT id FROM deliveries WHERE subscription_id = $2 AND status = 'pending' AND NOT paused
+		AND next_attempt_at <= $3 AND lease_until <= $3 ORDER BY next_attempt_at, seq LIMIT $4
+		FOR UPDATE SKIP LOCKED)
+		UPDATE deliveries d SET ` + claimSet + ` FROM locked WHERE d.id = locked.id` + claimReturning
+	// nextDueSQL is when a subscription's earliest unleased pending delivery is due.
+	nextDueSQL = `SELECT next_attempt_at FROM deliveries WHERE subscription_id = $1 AND status = 'pending'
+		AND NOT paused AND lease_until <= $2 ORDER BY next_attempt_at LIMIT 1`
+	// fifoHeadSQL is a subscription's oldest pending delivery, in ingest order.
+	fifoHeadSQL = `SELECT id, next_attempt_at, lease_until FROM deliveries WHERE subscription_id = $1
+		AND status = 'pending' AND NOT paused ORDER BY created_at, seq LIMIT 1 FOR UPDATE`
+	claimOneSQL = `UPDATE deliveries d SET ` + claimSet + ` WHERE d.id = $2` + claimReturning
+	// lockClaimedSQL locks the claimed subscriptions' rows, in id order.
+	lockClaimedSQL = "SELECT id, active, max_in_flight FROM subscriptions WHERE id = ANY($1) ORDER BY id FOR UPDATE"
+	// leasedSQL counts the subscriptions' deliveries in flight (leased at $2). It runs once
+	// their rows are locked: a statement's snapshot is taken when it starts, so counting in
+	// lockClaimedSQL would miss the claims it waited for.
+	leasedSQL = `SELECT subscription_id, COUNT(*) FROM deliveries WHERE subscription_id = ANY($1) AND status = 'pending'
+		AND lease_until > $2 GROUP BY subscription_id`
+	claimedEventsSQL = "SELECT id, type, payload, traceparent, received_at FROM events WHERE id = ANY($1)"
+)
+
+// claimed is a claimed subscription as its row, locked, says.
+type claimed struct {
+	active      bool
+	maxInFlight int
+	leased      int // its deliveries in flight
+}
+
+// ClaimDeliveries leases due deliveries, subscription by subscription, in one transaction.
+//
+// The transaction first locks the rows of the subscriptions it claims for, in id order: claims
+// of the same subscription by several replicas run one after the other, so that its limits
+// hold across them, and two claims of overlapping subscriptions cannot deadlock. A
+// subscription's claim takes at most its Limit and, when its policy sets max_in_flight, no
+// more than leaves that many of its deliveries leased at opts.Now; a subscription whose limit
+// that caps gets no NextDue (a completion, not a due time, makes room). A fifo claim takes the
+// oldest pending delivery only when none of the subscription's is leased. An inactive
+// subscription gets nothing, and any of its pending deliveries not yet paused (an ingest that
+// raced its deactivation) are paused.
+func (s *Store) ClaimDeliveries(ctx context.Context, opts store.ClaimOptions) (store.ClaimResult, error) {
+	var res store.ClaimResult
+	var ids []string
+	for _, sc := range opts.Subscriptions {
+		if sc.Limit > 0 {
+			ids = append(ids, sc.ID)
+		}
+	}
+	if len(ids) == 0 {
+		return res, nil
+	}
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		res = store.ClaimResult{NextDue: make(map[string]time.Time)}
+		now, until := opts.Now.UnixNano(), opts.LeaseUntil.UnixNano()
+		subs, err := lockClaimed(ctx, tx, ids, now)
+		if err != nil {
+			return err
+		}
+		for _, sc := range opts.Subscriptions {
+			if sc.Limit <= 0 {
+				continue
+			}
+			sub, exists := subs[sc.ID]
+			limit := sc.Limit
+			switch {
+			case !exists: // deleted: what is left of its deliveries goes as SQLite's would
+			case !sub.active:
+				if _, err := tx.Exec(ctx, `UPDATE deliveries SET paused = true WHERE subscription_id = $1
+					AND status = 'pending' AND NOT paused`, sc.ID); err != nil {
+					return fmt.Errorf("subscription %q: %w", sc.ID, err)
+				}
+				continue
+			case sub.maxInFlight > 0:
+				limit = min(limit, sub.maxInFlight-sub.leased)
+			}
+			var claims []*store.Claim
+			switch {
+			case limit <= 0:
+				continue
+			case sc.FIFO && sub.leased > 0:
+				continue
+			case sc.FIFO:
+				claims, err = claimHead(ctx, tx, sc.ID, now, until, res.NextDue)
+			default:
+				claims, err = claimDue(ctx, tx, sc.ID, limit, now, until, res.NextDue)
+			}
+			if err != nil {
+				return fmt.Errorf("subscription %q: %w", sc.ID, err)
+			}
+			res.Claims = append(res.Claims, claims...)
+		}
+		return claimedEvents(ctx, tx, res.Claims)
+	})
+	if err != nil {
+		return store.ClaimResult{}, err
+	}
+	return res, nil
+}
+
+// lockClaimed locks the rows of the subscriptions with ids that exist, in id order, and
+// returns what a claim needs of them.
+func lockClaimed(ctx context.Context, tx pgx.Tx, ids []string, now int64) (map[string]claimed, error) {
+	rows, err := tx.Query(ctx, lockClaimedSQL, ids)
+	if err != nil {
+		return nil, err
+	}
+	subs := make(map[string]claimed, len(ids))
+	for rows.Next() {
+		var id string
+		var c claimed
+		if err := rows.Scan(&id, &c.active, &c.maxInFlight); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		subs[id] = c
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	rows, err = tx.Query(ctx, leasedSQL, ids, now)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id string
+		var n int
+		if err := rows.Scan(&id, &n); err != nil {
+			return nil, err
+		}
+		if c, ok := subs[id]; ok {
+			c.leased = n
+			subs[id] = c
+		}
+	}
+	return subs, rows.Err()
+}
+
+// claimedEvents reads the claimed deliveries' events into the claims.
+func claimedEvents(ctx context.Context, tx pgx.Tx, claims []*store.Claim) error {
+	if len(claims) == 0 {
+		return nil
+	}
+	ids := make([]string, len(claims))
+	for i, c := range claims {
+		ids[i] = c.Delivery.EventID
+	}
+	rows, err := tx.Query(ctx, claimedEventsSQL, ids)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	events := make(map[string]*store.Event, len(ids))
+	for rows.Next() {
+		var ev store.Event
+		var recv int64
+		if err := rows.Scan(&ev.ID, &ev.Type, &ev.Payload, &ev.TraceParent, &recv); err != nil {
+			return err
+		}
+		ev.ReceivedAt = time.Unix(0, recv).UTC()
+		events[ev.ID] = &ev
+	}
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	for _, c := range claims {
+		ev, ok := events[c.Delivery.EventID]
+		if !ok {
+			return fmt.Errorf("event %q: %w", c.Delivery.EventID, store.ErrNotFound)
+		}
+		c.Event, c.Delivery.EventType = ev, ev.Type
+	}
+	return nil
+}
+
+// claimDue leases up to limit due deliveries of one subscription; when it finds fewer, it notes
+// in nextDue when the subscription's next unleased one is due.
+func claimDue(ctx context.Context, tx pgx.Tx, sub string, limit int, now, until int64, nextDue map[string]time.Time) ([]*store.Claim, error) {
+	rows, err := tx.Query(ctx, claimSQL, until, sub, now, limit)
+	if err != nil {
+		return nil, err
+	}
+	claims, err := scanClaims(rows)
+	if err != nil {
+		return nil, err
+	}
+	if len(claims) == limit {
+		return claims, nil
+	}
+	// The rest is not due yet, or leased.
+	var at int64
+	switch err := tx.QueryRow(ctx, nextDueSQL, sub, now).Scan(&at); {
+	case errors.Is(err, pgx.ErrNoRows):
+	case err != nil:
+		return nil, err
+	default:
+		nextDue[sub] = time.Unix(0, at).UTC()
+	}
+	return claims, nil
+}
+
+// claimHead leases a fifo subscription's oldest pending delivery if it is due and not leased.
+func claimHead(ctx context.Context, tx pgx.Tx, sub string, now, until int64, nextDue map[string]time.Time) ([]*store.Claim, error) {
+	var (
+		id           string
+		due, leaseTo int64
+	)
+	switch err := tx.QueryRow(ctx, fifoHeadSQL, sub).Scan(&id, &due, &leaseTo); {
+	case errors.Is(err, pgx.ErrNoRows):
+		return nil, nil
+	case err != nil:
+		return nil, err
+	case leaseTo > now: // in flight
+		return nil, nil
+	case due > now:
+		nextDue[sub] = time.Unix(0, due).UTC()
+		return nil, nil
+	}
+	rows, err := tx.Query(ctx, claimOneSQL, until, id)
+	if err != nil {
+		return nil, err
+	}
+	return scanClaims(rows)
+}
+
+// scanClaims reads the rows a claim statement returned, longest due first (RETURNING follows
+// the update's order, not the lock's), and closes them.
+func scanClaims(rows pgx.Rows) ([]*store.Claim, error) {
+	defer rows.Close()
+	type row struct {
+		claim *store.Claim
+		due   int64
+		seq   int64
+	}
+	var got []row
+	for rows.Next() {
+		var (
+			d                    store.Delivery
+			r                    = row{claim: &store.Claim{Delivery: &d}}
+			status               string
+			next                 *int64
+			createdAt, updatedAt int64
+		)
+		if err := rows.Scan(&d.ID, &d.EventID, &d.SubscriptionID, &status, &d.Attempts, &d.Step, &next,
+			&d.LastStatusCode, &d.LastError, &createdAt, &updatedAt, &r.claim.Token, &r.seq); err != nil {
+			return nil, err
+		}
+		d.Status, d.NextAttemptAt = store.DeliveryStatus(status), fromNanos(next)
+		d.CreatedAt, d.UpdatedAt = time.Unix(0, createdAt).UTC(), time.Unix(0, updatedAt).UTC()
+		if next != nil {
+			r.due = *next
+		}
+		got = append(got, r)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	slices.SortFunc(got, func(a, b row) int { return cmp.Or(cmp.Compare(a.due, b.due), cmp.Compare(a.seq, b.seq)) })
+	claims := make([]*store.Claim, len(got))
+	for i, r := range got {
+		claims[i] = r.claim
+	}
+	return claims, nil
+}
+
+const (
+	insertAttemptsSQL = `INSERT INTO attempts (delivery_id, attempted_at, duration, status_code, error, response_body, trace_id)
+		SELECT $1, a.* FROM unnest($2::bigint[], $3::bigint[], $4::integer[], $5::text[], $6::bytea[], $7::text[])
+		AS a (attempted_at, duration, status_code, error, response_body, trace_id)`
+	// completeDeliverySQL applies an outcome while the claim's token holds. A retry asked for
+	// during the round (retry_requested) makes the delivery due again at once instead, unless
+	// its subscription is gone ($11 false).
+	completeDeliverySQL = `UPDATE deliveries SET
+		status = CASE WHEN retry_requested AND $11::boolean THEN 'pending' ELSE $1::text END,
+		attempts = attempts + $2, step = step + $3,
+		next_attempt_at = CASE WHEN retry_requested AND $11::boolean THEN $7::bigint ELSE $4::bigint END,
+		lease_until = 0, last_status_code = $5, last_error = $6, updated_at = $7::bigint,
+		finished_at = CASE WHEN retry_requested AND $11::boolean THEN NULL ELSE $8::bigint END,
+		retry_requested = false
+		WHERE id = $9 AND lease_token = $10 AND status = 'pending'`
+	// staleAttemptsSQL counts the attempts of a stale outcome, which are recorded as they
+	// happened although the outcome is not applied.
+	staleAttemptsSQL = "UPDATE deliveries SET attempts = attempts + $1 WHERE id = $2"
+)
+
+// CompleteDeliveries records outcomes, each while its claim's token holds, in one transaction.
+//
+// The transaction locks the outcomes' subscription rows in id order, then their delivery rows
+// in id order, before it changes any: two replicas completing overlapping batches queue rather
+// than deadlock, and a subscription's state (ApplyOutcome's read-modify-write) is never changed
+// by two at once.
+func (s *Store) CompleteDeliveries(ctx context.Context, outcomes []*store.Outcome, policy store.ErrorPolicy, now time.Time) ([]string, error) {
+	var stale []string
+	changed := false
+	var subIDs, deliveryIDs []string
+	for _, o := range outcomes {
+		subIDs = append(subIDs, o.SubscriptionID)
+		deliveryIDs = append(deliveryIDs, o.DeliveryID)
+	}
+	slices.Sort(subIDs)
+	slices.Sort(deliveryIDs)
+	subIDs, deliveryIDs = slices.Compact(subIDs), slices.Compact(deliveryIDs)
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		stale, changed = nil, false
+		subs, err := s.lockSubscriptions(ctx, tx, subIDs) // missing: deleted meanwhile
+		if err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, "SELECT 1 FROM deliveries WHERE id = ANY($1) ORDER BY id FOR UPDATE", deliveryIDs); err != nil {
+			return err
+		}
+		dirty := make(map[string]store.Subscription) // changed subscriptions, as they were
+		at := now.UnixNano()
+		for _, o := range outcomes {
+			var last store.Attempt
+			if len(o.Attempts) > 0 {
+				if err := insertAttempts(ctx, tx, o.DeliveryID, o.Attempts); err != nil {
+					return err
+				}
+				last = o.Attempts[len(o.Attempts)-1]
+			}
+			sub := subs[o.SubscriptionID]
+			status, step, next, finished := store.Failed, 0, (*int64)(nil), &at
+			lastError := last.Error
+			subscribed := sub != nil && !o.SubscriptionDeleted // a retry asked for may run
+			switch {
+			case o.Succeeded:
+				status = store.Succeeded
+			case !subscribed:
+				lastError = cmp.Or(lastError, "subscription deleted")
+			case o.Interrupted && o.NextAttemptAt != nil:
+				status, next, finished = store.Pending, nanos(o.NextAttemptAt), nil
+			case o.NextAttemptAt != nil:
+				status, step, next, finished = store.Pending, 1, nanos(o.NextAttemptAt), nil
+			}
+			tag, err := tx.Exec(ctx, completeDeliverySQL, string(status), len(o.Attempts), step, next, last.StatusCode, lastError,
+				at, finished, o.DeliveryID, o.Token, subscribed)
+			if err != nil {
+				return err
+			}
+			if tag.RowsAffected() == 0 {
+				stale = append(stale, o.DeliveryID)
+				if len(o.Attempts) > 0 {
+					if _, err := tx.Exec(ctx, staleAttemptsSQL, len(o.Attempts), o.DeliveryID); err != nil {
+						return err
+					}
+				}
+				continue
+			}
+			if sub == nil || len(o.Attempts) == 0 || o.Interrupted {
+				continue
+			}
+			before := *sub
+			if store.ApplyOutcome(sub, o, policy, now) {
+				if _, ok := dirty[sub.ID]; !ok {
+					dirty[sub.ID] = before
+				}
+			}
+		}
+		for _, id := range subIDs {
+			before, ok := dirty[id]
+			if !ok {
+				continue
+			}
+			sub := subs[id]
+			if err := s.updateSubscription(ctx, tx, sub); err != nil {
+				return err
+			}
+			if sub.Active != before.Active {
+				if err := setPaused(ctx, tx, id, !sub.Active); err != nil {
+					return err
+				}
+			}
+			if sub.Active != before.Active || sub.InErrorState != before.InErrorState {
+				changed = true
+			}
+		}
+		if changed {
+			return s.subscriptionsChanged(ctx, tx)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if changed {
+		s.generation.Add(1)
+	}
+	return stale, nil
+}
+
+// insertAttempts records a round's attempts, in order, in one statement.
+func insertAttempts(ctx context.Context, tx pgx.Tx, deliveryID string, attempts []store.Attempt) error {
+	n := len(attempts)
+	var (
+		at, duration = make([]int64, n), make([]int64, n)
+		codes        = make([]int32, n)
+		errs, traces = make([]string, n), make([]string, n)
+		bodies       = make([][]byte, n)
+	)
+	for i, a := range attempts {
+		at[i], duration[i], codes[i] = a.At.UnixNano(), int64(a.Duration), int32(a.StatusCode)
+		errs[i], bodies[i], traces[i] = a.Error, a.ResponseBody, a.TraceID
+	}
+	_, err := tx.Exec(ctx, insertAttemptsSQL, deliveryID, at, duration, codes, errs, bodies, traces)
+	return err
+}
+
+// setPaused takes a subscription's pending deliveries off the due path (an inactive one's) or
+// puts them back.
+func setPaused(ctx context.Context, tx pgx.Tx, subID string, paused bool) error {
+	_, err := tx.Exec(ctx, "UPDATE deliveries SET paused = $1 WHERE subscription_id = $2 AND status = 'pending'", paused, subID)
+	return err
+}
+
+const (
+	releaseSQL = "UPDATE deliveries SET lease_until = 0 WHERE id = $1 AND lease_token = $2"
+	// extendSQL moves a lease still held: not ended by a completion or a release (both of which
+	// set lease_until to 0), nor taken over.
+	extendSQL = `UPDATE deliveries SET lease_until = $1 WHERE id = $2 AND lease_token = $3 AND status = 'pending'
+		AND lease_until != 0`
+)
+
+// byDelivery returns leases sorted by delivery id: the order their rows are locked in.
+func byDelivery(leases []store.Lease) []store.Lease {
+	return slices.SortedFunc(slices.Values(leases), func(a, b store.Lease) int { return cmp.Compare(a.DeliveryID, b.DeliveryID) })
+}
+
+// ReleaseDeliveries ends leases whose tokens still hold, in one transaction that updates their
+// rows in id order. It notifies the other replicas when it released any.
+func (s *Store) ReleaseDeliveries(ctx context.Context, leases []store.Lease) error {
+	if len(leases) == 0 {
+		return nil
+	}
+	sorted := byDelivery(leases)
+	return s.inTx(ctx, func(tx pgx.Tx) error {
+		released := int64(0)
+		for _, l := range sorted {
+			tag, err := tx.Exec(ctx, releaseSQL, l.DeliveryID, l.Token)
+			if err != nil {
+				return err
+			}
+			released += tag.RowsAffected()
+		}
+		if released > 0 {
+			return s.notifyDue(ctx, tx)
+		}
+		return nil
+	})
+}
+
+// ExtendLeases moves leases whose tokens still hold to until, in one transaction that updates
+// their rows in id order.
+func (s *Store) ExtendLeases(ctx context.Context, leases []store.Lease, until time.Time) ([]string, error) {
+	if len(leases) == 0 {
+		return nil, nil
+	}
+	sorted := byDelivery(leases)
+	var lost []string
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		lost = nil
+		for _, l := range sorted {
+			tag, err := tx.Exec(ctx, extendSQL, until.UnixNano(), l.DeliveryID, l.Token)
+			if err != nil {
+				return err
+			}
+			if tag.RowsAffected() == 0 {
+				lost = append(lost, l.DeliveryID)
+			}
+		}
+		return nil
+	})
+	return lost, err
+}
+
+// RecoverLeases does nothing: the leases found at start may be other replicas', still running,
+// and this Store cannot tell a live replica's from a lost one's. They are left to expire, when
+// any replica's claim takes their deliveries over (a lost replica's rounds are retried then,
+// at worst a lease's length late).
+func (s *Store) RecoverLeases(context.Context) error { return nil }
+
+// DueSubscriptions returns when each subscription's earliest unleased pending delivery is due.
+func (s *Store) DueSubscriptions(ctx context.Context, now time.Time) (map[string]time.Time, error) {
+	rows, err := s.pool.Query(ctx, `SELECT subscription_id, MIN(next_attempt_at) FROM deliveries
+		WHERE status = 'pending' AND NOT paused AND lease_until <= $1 GROUP BY subscription_id`, now.UnixNano())
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	due := make(map[string]time.Time)
+	for rows.Next() {
+		var id string
+		var at int64
+		if err := rows.Scan(&id, &at); err != nil {
+			return nil, err
+		}
+		due[id] = time.Unix(0, at).UTC()
+	}
+	return due, rows.Err()
+}
+
+// GetEvent returns an event and its deliveries.
+func (s *Store) GetEvent(ctx context.Context, id string) (*store.Event, []*store.Delivery, error) {
+	var ev store.Event
+	var recv int64
+	err := s.pool.QueryRow(ctx, "SELECT id, type, payload, traceparent, deliveries, received_at FROM events WHERE id = $1", id).
+		Scan(&ev.ID, &ev.Type, &ev.Payload, &ev.TraceParent, &ev.Deliveries, &recv)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, nil, fmt.Errorf("event %q: %w", id, store.ErrNotFound)
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	ev.ReceivedAt = time.Unix(0, recv).UTC()
+	rows, err := s.pool.Query(ctx, "SELECT "+deliveryColumns+
+		" FROM deliveries d JOIN events e ON e.id = d.event_id WHERE d.event_id = $1 ORDER BY d.created_at, d.id", id)
+	if err != nil {
+		return nil, nil, err
+	}
+	ds, err := collectDeliveries(rows)
+	return &ev, ds, err
+}
+
+func collectDeliveries(rows pgx.Rows) ([]*store.Delivery, error) {
+	defer rows.Close()
+	var ds []*store.Delivery
+	for rows.Next() {
+		d, err := scanDelivery(rows)
+		if err != nil {
+			return nil, err
+		}
+		ds = append(ds, d)
+	}
+	return ds, rows.Err()
+}
+
+type queryer interface {
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+func getDelivery(ctx context.Context, q queryer, id string) (*store.Delivery, error) {
+	d, err := scanDelivery(q.QueryRow(ctx, "SELECT "+deliveryColumns+
+		" FROM deliveries d JOIN events e ON e.id = d.event_id WHERE d.id = $1", id))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, fmt.Errorf("delivery %q: %w", id, store.ErrNotFound)
+	}
+	return d, err
+}
+
+// GetDelivery returns a delivery and its attempts.
+func (s *Store) GetDelivery(ctx context.Context, id string) (*store.Delivery, []store.Attempt, error) {
+	d, err := getDelivery(ctx, s.pool, id)
+	if err != nil {
+		return nil, nil, err
+	}
+	rows, err := s.pool.Query(ctx, `SELECT attempted_at, duration, status_code, error, response_body, trace_id
+		FROM attempts WHERE delivery_id = $1 ORDER BY id`, id)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer rows.Close()
+	var attempts []store.Attempt
+	for rows.Next() {
+		var a store.Attempt
+		var at, dur int64
+		if err := rows.Scan(&at, &dur, &a.StatusCode, &a.Error, &a.ResponseBody, &a.TraceID); err != nil {
+			return nil, nil, err
+		}
+		a.At, a.Duration = time.Unix(0, at).UTC(), time.Duration(dur)
+		attempts = append(attempts, a)
+	}
+	return d, attempts, rows.Err()
+}
+
+// ListDeliveries returns a subscription's deliveries, newest first.
+func (s *Store) ListDeliveries(ctx context.Context, subscriptionID string, status store.DeliveryStatus, opts store.ListOptions) ([]*store.Delivery, error) {
+	limit := opts.Limit
+	if limit <= 0 {
+		limit = 100
+	}
+	query := "SELECT " + deliveryColumns + " FROM deliveries d JOIN events e ON e.id = d.event_id WHERE d.subscription_id = $1"
+	args := []any{subscriptionID}
+	arg := func(v any) string {
+		args = append(args, v)
+		return fmt.Sprintf("$%d", len(args))
+	}
+	if status != "" {
+		query += " AND d.status = " + arg(string(status))
+	}
+	if opts.After != "" {
+		var createdAt int64
+		err := s.pool.QueryRow(ctx, "SELECT created_at FROM deliveries WHERE id = $1", opts.After).Scan(&createdAt)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return nil, fmt.Errorf("delivery %q: %w", opts.After, store.ErrNotFound)
+		}
+		if err != nil {
+			return nil, err
+		}
+		query += " AND (d.created_at, d.id) < (" + arg(createdAt) + ", " + arg(opts.After) + ")"
+	}
+	query += " ORDER BY d.created_at DESC, d.id DESC LIMIT " + arg(limit)
+	rows, err := s.pool.Query(ctx, query, args...)
+	if err != nil {
+		return nil, err
+	}
+	return collectDeliveries(rows)
+}
+
+// RetryDelivery makes a delivery pending and due at now, or marks a leased one. It locks the
+// subscription's row (shared) before the delivery's, as claims and completions do, and
+// notifies the other replicas when it made the delivery due.
+func (s *Store) RetryDelivery(ctx context.Context, id string, now time.Time) (*store.Delivery, error) {
+	var d *store.Delivery
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		at := now.UnixNano()
+		var subID string
+		err := tx.QueryRow(ctx, "SELECT subscription_id FROM deliveries WHERE id = $1", id).Scan(&subID)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return fmt.Errorf("delivery %q: %w", id, store.ErrNotFound)
+		}
+		if err != nil {
+			return err
+		}
+		var active bool
+		err = tx.QueryRow(ctx, "SELECT active FROM subscriptions WHERE id = $1 FOR SHARE", subID).Scan(&active)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return fmt.Errorf("delivery %q: %w", id, store.ErrSubscriptionGone)
+		}
+		if err != nil {
+			return err
+		}
+		var (
+			status     string
+			leaseUntil int64
+		)
+		err = tx.QueryRow(ctx, "SELECT status, lease_until FROM deliveries WHERE id = $1 FOR UPDATE", id).Scan(&status, &leaseUntil)
+		if errors.Is(err, pgx.ErrNoRows) { // pruned meanwhile
+			return fmt.Errorf("delivery %q: %w", id, store.ErrNotFound)
+		}
+		if err != nil {
+			return err
+		}
+		if status == string(store.Pending) && leaseUntil > at {
+			// A round is in flight: its completion makes the delivery due again.
+			_, err = tx.Exec(ctx, "UPDATE deliveries SET retry_requested = true, updated_at = $1 WHERE id = $2", at, id)
+		} else {
+			_, err = tx.Exec(ctx, `UPDATE deliveries SET status = 'pending', next_attempt_at = $1, lease_until = 0,
+				finished_at = NULL, updated_at = $1, paused = $2, retry_requested = false,
+				lease_token = lease_token + 1 WHERE id = $3`, at, !active, id)
+			if err == nil && active {
+				err = s.notifyDue(ctx, tx)
+			}
+		}
+		if err != nil {
+			return err
+		}
+		d, err = getDelivery(ctx, tx, id)
+		return err
+	})
+	return d, err
+}
+
+// Prune deletes a bounded batch of finished deliveries and old events. It takes this schema's
+// prune lock first, without waiting: while another replica prunes, it deletes nothing and
+// returns 0, false (that replica's call reports whether there is more).
+func (s *Store) Prune(ctx context.Context, cutoff time.Time, max int) (int, bool, error) {
+	var deliveries, events int64
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		deliveries, events = 0, 0
+		var locked bool
+		if err := tx.QueryRow(ctx, "SELECT pg_try_advisory_xact_lock("+advisoryKeys+")", "webhookgw prune").Scan(&locked); err != nil {
+			return err
+		}
+		if !locked {
+			deliveries, events = -1, -1
+			return nil
+		}
+		at := cutoff.UnixNano()
+		tag, err := tx.Exec(ctx, `DELETE FROM deliveries WHERE id IN (SELECT id FROM deliveries
+			WHERE status != 'pending' AND finished_at < $1 LIMIT $2 FOR UPDATE SKIP LOCKED)
+			AND status != 'pending' AND finished_at < $1`, at, max)
+		if err != nil {
+			return err
+		}
+		deliveries = tag.RowsAffected()
+		tag, err = tx.Exec(ctx, `DELETE FROM events WHERE id IN (SELECT id FROM events e WHERE received_at < $1
+			AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = e.id) LIMIT $2 FOR UPDATE SKIP LOCKED)`, at, max)
+		if err != nil {
+			return err
+		}
+		events = tag.RowsAffected()
+		return nil
+	})
+	if err != nil || deliveries < 0 {
+		return 0, false, err
+	}
+	return int(deliveries), deliveries >= int64(max) || events >= int64(max), nil
+}
+
+// failPending fails a deleted subscription's pending deliveries that are not leased at now;
+// a leased one's round records what happened when it completes.
+func failPending(ctx context.Context, tx pgx.Tx, subID, reason string, now time.Time) error {
+	at := now.UnixNano()
+	_, err := tx.Exec(ctx, `UPDATE deliveries SET status = 'failed', next_attempt_at = NULL, lease_until = 0,
+		last_error = $1, updated_at = $2, finished_at = $2 WHERE subscription_id = $3 AND status = 'pending' AND lease_until <= $2`,
+		reason, at, subID)
+	return err
+}
+
+// Stats returns counts for monitoring.
+func (s *Store) Stats(ctx context.Context, now time.Time) (store.Stats, error) {
+	var st store.Stats
+	var oldest *int64
+	err := s.pool.QueryRow(ctx, `SELECT COUNT(*),
+		MIN(next_attempt_at) FILTER (WHERE next_attempt_at <= $1 AND lease_until <= $1)
+		FROM deliveries WHERE status = 'pending' AND NOT paused`, now.UnixNano()).Scan(&st.Pending, &oldest)
+	if err != nil {
+		return st, err
+	}
+	if oldest != nil {
+		st.OldestDue = time.Unix(0, *oldest).UTC()
+	}
+	err = s.pool.QueryRow(ctx, `SELECT
+		COUNT(*) FILTER (WHERE active AND NOT in_error_state),
+		COUNT(*) FILTER (WHERE active AND in_error_state),
+		COUNT(*) FILTER (WHERE NOT active) FROM subscriptions`).Scan(&st.Active, &st.InErrorState, &st.Inactive)
+	return st, err
+}
