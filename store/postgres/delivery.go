@@ -14,8 +14,10 @@ import (
 )
 
 // IngestEvents stores events and their deliveries in one transaction. It notifies the other
-// replicas when it stored deliveries.
-func (s *Store) IngestEvents(ctx context.Context, events []*store.Event, newID func() string) ([]store.IngestResult, error) {
+// replicas when it stored deliveries. It leases nothing at birth (opts.Lease is never asked): a subscription's max_in_flight holds
+// across replicas only through the claim, which counts every replica's leases under the
+// subscription's row lock.
+func (s *Store) IngestEvents(ctx context.Context, events []*store.Event, opts store.IngestOptions) ([]store.IngestResult, error) {
 	results := make([]store.IngestResult, len(events))
 	err := s.inTx(ctx, func(tx pgx.Tx) error {
 		targets := make(map[string][]string) // by event type, read once a transaction
@@ -45,7 +47,7 @@ func (s *Store) IngestEvents(ctx context.Context, events []*store.Event, newID f
 			if len(subs) > 0 {
 				ids := make([]string, len(subs))
 				for j := range ids {
-					ids[j] = newID()
+					ids[j] = opts.NewID()
 				}
 				if _, err := tx.Exec(ctx, insertDeliveriesSQL, ids, ev.ID, subs, at); err != nil {
 					return err

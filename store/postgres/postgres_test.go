@@ -109,12 +109,12 @@ func ingest(t *testing.T, s store.Store, n int) {
 	}
 	id := 0
 	var mu sync.Mutex
-	if _, err := s.IngestEvents(context.Background(), events, func() string {
+	if _, err := s.IngestEvents(context.Background(), events, store.IngestOptions{NewID: func() string {
 		mu.Lock()
 		defer mu.Unlock()
 		id++
 		return fmt.Sprintf("d%04d", id)
-	}); err != nil {
+	}}); err != nil {
 		t.Fatal(err)
 	}
 }
