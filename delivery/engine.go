@@ -61,8 +61,9 @@ type Options struct {
 	PollInterval time.Duration
 	// QuickRetryWait is the first wait between quick retries, doubled for each (default 1s).
 	QuickRetryWait time.Duration
-	// Lease is how long a claim is leased for (default 2m); leases are renewed while their
-	// rounds run.
+	// Lease is how long a claim is leased for (default config.DefaultLease, delivery.lease);
+	// leases are renewed every third of it while their rounds run, so that a round loses its
+	// lease only when two renewals in a row fail to reach the store.
 	Lease time.Duration
 	// Drain bounds how long a shutdown waits for rounds in flight before cancelling them
 	// (default delivery.timeout + 5s).
@@ -120,7 +121,7 @@ func New(opts Options) *Engine {
 		onOutcome: opts.OnOutcome,
 		policy:    store.ErrorPolicy{ErrorStateAfter: opts.Delivery.ErrorStateAfter, DisableAfter: opts.Delivery.DisableAfter},
 		poll:      cmp.Or(opts.PollInterval, 5*time.Second),
-		lease:     cmp.Or(opts.Lease, 2*time.Minute),
+		lease:     cmp.Or(opts.Lease, config.DefaultLease),
 		drain:     cmp.Or(opts.Drain, opts.Delivery.Timeout+5*time.Second),
 		kick:      make(chan struct{}, 1),
 		stopped:   make(chan struct{}),
@@ -709,6 +710,7 @@ func (e *Engine) renewDue(ctx context.Context) {
 	if now.Sub(e.renewed) < e.lease/3 && !now.Before(e.renewed) {
 		return
 	}
+	last := e.renewed
 	e.renewed = now
 	e.mu.Lock()
 	leases := make([]store.Lease, 0, len(e.held))
@@ -724,6 +726,9 @@ func (e *Engine) renewDue(ctx context.Context) {
 		if ctx.Err() == nil {
 			e.log.Error("renewing delivery leases", "err", err)
 		}
+		// Tried again at the next tick, not a third of a lease later: a short lease would
+		// run out before that.
+		e.renewed = last
 		return
 	}
 	e.mu.Lock()
