@@ -172,6 +172,12 @@ func New(opts Options) *Engine {
 // Wake makes the engine ask the store about every subscription's due deliveries now (after a
 // retry, a reactivation, a file sync).
 func (e *Engine) Wake() {
+	e.markRefresh()
+	e.kickLoop()
+}
+
+// markRefresh makes the loop ask the store about every subscription at its next turn.
+func (e *Engine) markRefresh() {
 	e.mu.Lock()
 	e.refresh = true
 	for _, l := range e.lanes {
@@ -179,7 +185,6 @@ func (e *Engine) Wake() {
 		l.recheck = l.recheck || l.rounds > 0
 	}
 	e.mu.Unlock()
-	e.kickLoop()
 }
 
 // Notify tells the engine that these subscriptions have new due deliveries (an ingest commit).
@@ -287,8 +292,14 @@ func (e *Engine) Run(ctx context.Context) error {
 }
 
 // loop claims due deliveries for the lanes that have room until ctx ends, sleeping until new
-// work, a freed slot, a lane's next due time or the poll.
+// work, a freed slot, a lane's next due time or the poll. A store that several replicas share
+// (store.Notifier) wakes it too, as Wake does, when another replica may have made deliveries
+// due: its ingests, retries and reactivations are delivered here without waiting for the poll.
 func (e *Engine) loop(ctx context.Context) {
+	var due <-chan struct{} // nil, which never delivers, unless the store is shared
+	if n, ok := e.store.(store.Notifier); ok {
+		due = n.Due()
+	}
 	var polled time.Time
 	for ctx.Err() == nil {
 		e.mu.Lock()
@@ -318,6 +329,8 @@ func (e *Engine) loop(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 		case <-e.kick:
+		case <-due:
+			e.markRefresh()
 		case <-timer.C:
 		}
 		timer.Stop()
