@@ -460,9 +460,11 @@ func (e *Engine) claim(ctx context.Context) bool {
 		case err != nil:
 			l.dirty, l.backlog = true, true
 		case unused > 0:
-			if at, ok := res.NextDue[rq.ID]; ok {
+			at, ok := res.NextDue[rq.ID]
+			if ok {
 				l.nextDue = at
 			}
+			l.capped = !ok && l.sub != nil && l.sub.Policy.MaxInFlight > 0
 			if l.loaded && l.sub == nil && l.rounds == 0 && e.lanes[l.id] == l {
 				delete(e.lanes, l.id) // deleted, and nothing of it left to fail
 			}
@@ -571,6 +573,9 @@ func (e *Engine) finish(r *round) {
 	if l.recheck {
 		l.dirty = true // a retry asked for during the round may have made it due again
 		l.recheck = l.rounds > 0
+	}
+	if l.capped {
+		l.dirty, l.capped = true, false // the round's lease has ended: room under max_in_flight
 	}
 	if l.loaded && l.sub == nil && l.rounds == 0 && e.lanes[l.id] == l {
 		delete(e.lanes, l.id) // deleted: nothing of it is kept

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -133,4 +134,48 @@ func TestEngineWakesOnOtherReplicasWork(t *testing.T) {
 	}
 	wantArrival("a retry asked for through replica A", `{"id":"e1"}`)
 	waitStatus("d1", store.Succeeded)
+}
+
+// A subscription whose max_in_flight the store enforces (across replicas, counting leases
+// until outcomes end them) drains its backlog without waiting for the poll: a claim the store
+// capped is made again as the engine's own rounds end.
+func TestMaxInFlightBacklogDrainsWithoutPoll(t *testing.T) {
+	dsn := pgtest.Schema(t)
+	ctx := context.Background()
+	s, err := postgres.Open(ctx, dsn, postgres.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	const n = 60
+	got := make(chan struct{}, n)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		time.Sleep(time.Millisecond)
+		got <- struct{}{}
+	}))
+	t.Cleanup(srv.Close)
+	now := time.Now().UTC()
+	if err := s.CreateSubscription(ctx, &store.Subscription{ID: "s", Kind: store.KindWebhook, Source: store.SourceAPI,
+		URL: srv.URL, Events: []string{store.AllEvents}, Active: true, Policy: store.Policy{MaxInFlight: 2},
+		CreatedAt: now, UpdatedAt: now}); err != nil {
+		t.Fatal(err)
+	}
+	var events []*store.Event
+	for i := range n {
+		id := "e" + strconv.Itoa(i)
+		events = append(events, &store.Event{ID: id, Type: "x", Payload: []byte(`{}`), ReceivedAt: now})
+	}
+	ids := 0
+	if _, err := s.IngestEvents(ctx, events, store.IngestOptions{NewID: func() string { ids++; return "d" + strconv.Itoa(ids) }}); err != nil {
+		t.Fatal(err)
+	}
+	runEngine(t, s) // its first look at the store finds the backlog
+	for i := range n {
+		select {
+		case <-got:
+		case <-time.After(15 * time.Second):
+			t.Fatalf("%d of %d delivered within 15s (the engine polls once a minute)", i, n)
+		}
+	}
 }
