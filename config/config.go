@@ -124,6 +124,11 @@ type Delivery struct {
 	// subscription sets its own max_in_flight. A failing subscription drops to one delivery at
 	// a time (a probe) until an attempt succeeds, so failing targets cannot use up MaxInFlight.
 	MaxInFlightPerSubscription int `yaml:"max_in_flight_per_subscription"`
+	// Lease is how long a claimed delivery stays with the replica that claimed it; the lease
+	// is renewed every third of it while the delivery's attempts run. A replica that dies
+	// leaves its deliveries leased until their leases run out: another replica (PostgreSQL)
+	// takes them over then, so a short lease makes the takeover prompt. At least 3s.
+	Lease time.Duration `yaml:"lease"`
 }
 
 // Security holds the rules for delivery targets.
@@ -203,6 +208,12 @@ type Plugin struct {
 	Config yaml.Node `yaml:"config"`
 }
 
+// DefaultLease is delivery.lease when the file leaves it out.
+const DefaultLease = 15 * time.Second
+
+// MinLease is the shortest delivery.lease: renewals every third of it must stay well apart.
+const MinLease = 3 * time.Second
+
 // DefaultShutdownTimeout is shutdown_timeout when the file leaves it out.
 const DefaultShutdownTimeout = 10 * time.Second
 
@@ -234,6 +245,7 @@ func Default() *Config {
 			DisableAfter:               120 * time.Hour,
 			MaxInFlight:                512,
 			MaxInFlightPerSubscription: 32,
+			Lease:                      DefaultLease,
 		},
 		Security: Security{RequireHTTPS: true},
 		Telemetry: Telemetry{

@@ -115,6 +115,9 @@ func (c *Config) Validate(plugins PluginChecker) error {
 	if d.MaxInFlightPerSubscription < 1 || d.MaxInFlightPerSubscription > d.MaxInFlight {
 		ps.Add("delivery.max_in_flight_per_subscription", "must be at least 1 and at most delivery.max_in_flight")
 	}
+	if d.Lease < MinLease || d.Lease > time.Hour {
+		ps.Add("delivery.lease", "must be at least %s and at most 1h", MinLease)
+	}
 
 	for i, h := range c.Security.AllowedHosts {
 		if err := checkHostPattern(h); err != nil {

@@ -61,8 +61,9 @@ type Options struct {
 	PollInterval time.Duration
 	// QuickRetryWait is the first wait between quick retries, doubled for each (default 1s).
 	QuickRetryWait time.Duration
-	// Lease is how long a claim is leased for (default 2m); leases are renewed while their
-	// rounds run.
+	// Lease is how long a claim is leased for (default config.DefaultLease, delivery.lease);
+	// leases are renewed every third of it while their rounds run, so that a round loses its
+	// lease only when two renewals in a row fail to reach the store.
 	Lease time.Duration
 	// Drain bounds how long a shutdown waits for rounds in flight before cancelling them
 	// (default delivery.timeout + 5s).
@@ -120,7 +121,7 @@ func New(opts Options) *Engine {
 		onOutcome: opts.OnOutcome,
 		policy:    store.ErrorPolicy{ErrorStateAfter: opts.Delivery.ErrorStateAfter, DisableAfter: opts.Delivery.DisableAfter},
 		poll:      cmp.Or(opts.PollInterval, 5*time.Second),
-		lease:     cmp.Or(opts.Lease, 2*time.Minute),
+		lease:     cmp.Or(opts.Lease, config.DefaultLease),
 		drain:     cmp.Or(opts.Drain, opts.Delivery.Timeout+5*time.Second),
 		kick:      make(chan struct{}, 1),
 		stopped:   make(chan struct{}),
@@ -171,6 +172,12 @@ func New(opts Options) *Engine {
 // Wake makes the engine ask the store about every subscription's due deliveries now (after a
 // retry, a reactivation, a file sync).
 func (e *Engine) Wake() {
+	e.markRefresh()
+	e.kickLoop()
+}
+
+// markRefresh makes the loop ask the store about every subscription at its next turn.
+func (e *Engine) markRefresh() {
 	e.mu.Lock()
 	e.refresh = true
 	for _, l := range e.lanes {
@@ -178,7 +185,6 @@ func (e *Engine) Wake() {
 		l.recheck = l.recheck || l.rounds > 0
 	}
 	e.mu.Unlock()
-	e.kickLoop()
 }
 
 // Notify tells the engine that these subscriptions have new due deliveries (an ingest commit).
@@ -286,8 +292,14 @@ func (e *Engine) Run(ctx context.Context) error {
 }
 
 // loop claims due deliveries for the lanes that have room until ctx ends, sleeping until new
-// work, a freed slot, a lane's next due time or the poll.
+// work, a freed slot, a lane's next due time or the poll. A store that several replicas share
+// (store.Notifier) wakes it too, as Wake does, when another replica may have made deliveries
+// due: its ingests, retries and reactivations are delivered here without waiting for the poll.
 func (e *Engine) loop(ctx context.Context) {
+	var due <-chan struct{} // nil, which never delivers, unless the store is shared
+	if n, ok := e.store.(store.Notifier); ok {
+		due = n.Due()
+	}
 	var polled time.Time
 	for ctx.Err() == nil {
 		e.mu.Lock()
@@ -317,6 +329,8 @@ func (e *Engine) loop(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 		case <-e.kick:
+		case <-due:
+			e.markRefresh()
 		case <-timer.C:
 		}
 		timer.Stop()
@@ -446,9 +460,11 @@ func (e *Engine) claim(ctx context.Context) bool {
 		case err != nil:
 			l.dirty, l.backlog = true, true
 		case unused > 0:
-			if at, ok := res.NextDue[rq.ID]; ok {
+			at, ok := res.NextDue[rq.ID]
+			if ok {
 				l.nextDue = at
 			}
+			l.capped = !ok && l.sub != nil && l.sub.Policy.MaxInFlight > 0
 			if l.loaded && l.sub == nil && l.rounds == 0 && e.lanes[l.id] == l {
 				delete(e.lanes, l.id) // deleted, and nothing of it left to fail
 			}
@@ -557,6 +573,9 @@ func (e *Engine) finish(r *round) {
 	if l.recheck {
 		l.dirty = true // a retry asked for during the round may have made it due again
 		l.recheck = l.rounds > 0
+	}
+	if l.capped {
+		l.dirty, l.capped = true, false // the round's lease has ended: room under max_in_flight
 	}
 	if l.loaded && l.sub == nil && l.rounds == 0 && e.lanes[l.id] == l {
 		delete(e.lanes, l.id) // deleted: nothing of it is kept
@@ -709,6 +728,7 @@ func (e *Engine) renewDue(ctx context.Context) {
 	if now.Sub(e.renewed) < e.lease/3 && !now.Before(e.renewed) {
 		return
 	}
+	last := e.renewed
 	e.renewed = now
 	e.mu.Lock()
 	leases := make([]store.Lease, 0, len(e.held))
@@ -724,6 +744,9 @@ func (e *Engine) renewDue(ctx context.Context) {
 		if ctx.Err() == nil {
 			e.log.Error("renewing delivery leases", "err", err)
 		}
+		// Tried again at the next tick, not a third of a lease later: a short lease would
+		// run out before that.
+		e.renewed = last
 		return
 	}
 	e.mu.Lock()

@@ -46,6 +46,11 @@ type lane struct {
 	// recheck says a retry may have been asked for while rounds were in flight: the lane
 	// looks at the store again as each of them ends.
 	recheck bool
+	// capped says the lane's last claim came short with no next due time while its
+	// subscription sets max_in_flight: the store may have capped it at the leases in flight,
+	// its own rounds' among them (a round frees its slot before its outcome ends its lease), so
+	// the lane claims again when one of its rounds ends.
+	capped bool
 	// failStreak counts consecutive failed attempts.
 	failStreak int
 

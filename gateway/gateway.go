@@ -131,6 +131,7 @@ func New(opts Options) (*Gateway, error) {
 		UserAgent:      "webhook-gateway/" + Version,
 		OnOutcome:      g.metrics.delivered,
 		PollInterval:   opts.PollInterval,
+		Lease:          opts.Config.Delivery.Lease,
 		QuickRetryWait: cmp.Or(opts.QuickRetryWait, time.Second),
 	})
 	g.metrics.watchEngine(g.engine)

@@ -561,7 +561,9 @@ func TestLeasesAreRenewedWhileARoundRuns(t *testing.T) {
 	e.subscribe(t, rc.URL, "")
 	expect(t, e.post(t, `{"id": "long", "type": "task.state.updated"}`), http.StatusAccepted)
 	eventually(t, "in flight", func() bool { return rc.count() == 1 })
-	// The claim's lease (2 minutes) ends at start+2m: then the delivery would be due again.
+	// The claim's lease (delivery.lease) ends at start+lease: then the delivery would be due
+	// again.
+	lease := config.DefaultLease
 	dueAt := func(at time.Time) bool {
 		st, err := e.store.Stats(context.Background(), at)
 		if err != nil {
@@ -569,12 +571,12 @@ func TestLeasesAreRenewedWhileARoundRuns(t *testing.T) {
 		}
 		return !st.OldestDue.IsZero()
 	}
-	later := start.Add(150 * time.Second)
+	later := start.Add(lease * 5 / 4)
 	if !dueAt(later) {
-		t.Fatal("the first lease already reaches past start+150s")
+		t.Fatal("the first lease already reaches past start+1.25 leases")
 	}
-	e.clock.Set(start.Add(100 * time.Second)) // a third of the lease and more has gone by
-	eventually(t, "the lease renewed past start+150s", func() bool { return !dueAt(later) })
+	e.clock.Set(start.Add(lease / 2)) // a third of the lease and more has gone by
+	eventually(t, "the lease renewed past start+1.25 leases", func() bool { return !dueAt(later) })
 	hold.open()
 	eventually(t, "delivered once", func() bool { return e.deliveryStatus(t, "long") == "succeeded" })
 	if rc.count() != 1 {

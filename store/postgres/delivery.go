@@ -135,7 +135,11 @@ const (
 		AND status = 'pending' AND NOT paused ORDER BY created_at, seq LIMIT 1 FOR UPDATE`
 	claimOneSQL = `UPDATE deliveries d SET ` + claimSet + ` WHERE d.id = $2` + claimReturning
 	// lockClaimedSQL locks the claimed subscriptions' rows, in id order.
-	lockClaimedSQL = "SELECT id, active, max_in_flight FROM subscriptions WHERE id = ANY($1) ORDER BY id FOR UPDATE"
+	lockClaimedSQL = `SELECT id, active, max_in_flight, rate_limit, rate_next_at FROM subscriptions
+		WHERE id = ANY($1) ORDER BY id FOR UPDATE`
+	// rateGrantedSQL moves a rate-limited subscription's next claim past the deliveries
+	// just claimed.
+	rateGrantedSQL = "UPDATE subscriptions SET rate_next_at = $2 WHERE id = $1"
 	// leasedSQL counts the subscriptions' deliveries in flight (leased at $2). It runs once
 	// their rows are locked: a statement's snapshot is taken when it starts, so counting in
 	// lockClaimedSQL would miss the claims it waited for.
@@ -149,6 +153,27 @@ type claimed struct {
 	active      bool
 	maxInFlight int
 	leased      int // its deliveries in flight
+	// rateLimit is its rate_limit (0: none); rateNext is when its next delivery may be
+	// claimed under it, in Unix nanoseconds.
+	rateLimit float64
+	rateNext  int64
+}
+
+// rateWindow is how far ahead one claim of a rate-limited subscription may take deliveries:
+// a second's worth of its rate, and at least one.
+const rateWindow = time.Second
+
+// rateGrant returns how many deliveries a claim at now may take under c's rate limit (all of
+// limit when it has none), and the interval each one taken moves rate_next_at by.
+func (c claimed) rateGrant(limit int, now int64) (grant int, interval int64) {
+	if c.rateLimit <= 0 {
+		return limit, 0
+	}
+	if c.rateNext > now {
+		return 0, 0
+	}
+	interval = max(1, int64(float64(time.Second)/c.rateLimit))
+	return min(limit, max(1, int(int64(rateWindow)/interval))), interval
 }
 
 // ClaimDeliveries leases due deliveries, subscription by subscription, in one transaction.
@@ -162,6 +187,13 @@ type claimed struct {
 // oldest pending delivery only when none of the subscription's is leased. An inactive
 // subscription gets nothing, and any of its pending deliveries not yet paused (an ingest that
 // raced its deactivation) are paused.
+//
+// A subscription with a rate_limit is granted, in all replicas' claims together, no more than
+// its rate: a claim takes nothing before the subscription's rate_next_at, and at most a
+// second's worth of its rate (at least one) from then, and moves rate_next_at past what it
+// took, one interval (1s / rate_limit) a delivery, from opts.Now. Its NextDue is then no
+// earlier than rate_next_at. (Each engine's token bucket still paces the attempts themselves,
+// quick retries included.)
 func (s *Store) ClaimDeliveries(ctx context.Context, opts store.ClaimOptions) (store.ClaimResult, error) {
 	var res store.ClaimResult
 	var ids []string
@@ -198,20 +230,27 @@ func (s *Store) ClaimDeliveries(ctx context.Context, opts store.ClaimOptions) (s
 				limit = min(limit, sub.maxInFlight-sub.leased)
 			}
 			var claims []*store.Claim
+			grant, interval := sub.rateGrant(limit, now)
 			switch {
 			case limit <= 0:
 				continue
 			case sc.FIFO && sub.leased > 0:
 				continue
+			case grant <= 0: // its rate allows nothing before rate_next_at
 			case sc.FIFO:
 				claims, err = claimHead(ctx, tx, sc.ID, now, until, res.NextDue)
 			default:
-				claims, err = claimDue(ctx, tx, sc.ID, limit, now, until, res.NextDue)
+				claims, err = claimDue(ctx, tx, sc.ID, grant, now, until, res.NextDue)
 			}
 			if err != nil {
 				return fmt.Errorf("subscription %q: %w", sc.ID, err)
 			}
 			res.Claims = append(res.Claims, claims...)
+			if sub.rateLimit > 0 {
+				if err := rateGranted(ctx, tx, sc.ID, sub.rateNext, now, interval, len(claims), res.NextDue); err != nil {
+					return fmt.Errorf("subscription %q: %w", sc.ID, err)
+				}
+			}
 		}
 		return claimedEvents(ctx, tx, res.Claims)
 	})
@@ -219,6 +258,29 @@ func (s *Store) ClaimDeliveries(ctx context.Context, opts store.ClaimOptions) (s
 		return store.ClaimResult{}, err
 	}
 	return res, nil
+}
+
+// rateGranted, after the claim of a rate-limited subscription that took n deliveries (each
+// interval apart), moves its rate_next_at past them, and makes its NextDue, when it has
+// unleased pending deliveries left, no earlier than rate_next_at: whether the claim took
+// nothing (its rate allowed none yet) or all its rate allowed, the engine comes back then.
+func rateGranted(ctx context.Context, tx pgx.Tx, sub string, next, now, interval int64, n int, nextDue map[string]time.Time) error {
+	if n > 0 {
+		next = now + int64(n)*interval
+		if _, err := tx.Exec(ctx, rateGrantedSQL, sub, next); err != nil {
+			return err
+		}
+	}
+	var at int64
+	switch err := tx.QueryRow(ctx, nextDueSQL, sub, now).Scan(&at); {
+	case errors.Is(err, pgx.ErrNoRows):
+		delete(nextDue, sub)
+	case err != nil:
+		return err
+	default:
+		nextDue[sub] = time.Unix(0, max(at, next)).UTC()
+	}
+	return nil
 }
 
 // lockClaimed locks the rows of the subscriptions with ids that exist, in id order, and
@@ -232,7 +294,7 @@ func lockClaimed(ctx context.Context, tx pgx.Tx, ids []string, now int64) (map[s
 	for rows.Next() {
 		var id string
 		var c claimed
-		if err := rows.Scan(&id, &c.active, &c.maxInFlight); err != nil {
+		if err := rows.Scan(&id, &c.active, &c.maxInFlight, &c.rateLimit, &c.rateNext); err != nil {
 			rows.Close()
 			return nil, err
 		}

@@ -13,7 +13,9 @@ package postgres
 
 import (
 	"context"
+	"crypto/rand"
 	"embed"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -67,6 +69,8 @@ type Store struct {
 
 	generation atomic.Uint64 // see SubscriptionGeneration
 	due        chan struct{} // see Due; buffered(1)
+	// origin names this Store in its due notifications, so that it does not hear its own.
+	origin string
 
 	stopListening context.CancelFunc
 	listening     chan struct{} // closed when the listener has returned
@@ -109,7 +113,9 @@ func Open(ctx context.Context, dsn string, opts Options) (_ *Store, err error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	s := &Store{pool: pool, secrets: opts.Secrets, log: log, due: make(chan struct{}, 1)}
+	origin := make([]byte, 8)
+	rand.Read(origin)
+	s := &Store{pool: pool, secrets: opts.Secrets, log: log, due: make(chan struct{}, 1), origin: hex.EncodeToString(origin)}
 	defer func() {
 		if err != nil {
 			pool.Close()
@@ -256,9 +262,9 @@ func (s *Store) subscriptionsChanged(ctx context.Context, tx pgx.Tx) error {
 }
 
 // notifyDue, inside a transaction that made deliveries due, tells the other replicas when it
-// commits.
+// commits. The payload names this Store, whose own listener ignores it: its caller knows.
 func (s *Store) notifyDue(ctx context.Context, tx pgx.Tx) error {
-	_, err := tx.Exec(ctx, "SELECT pg_notify($1, '')", s.dueChannel)
+	_, err := tx.Exec(ctx, "SELECT pg_notify($1, $2)", s.dueChannel, s.origin)
 	return err
 }
 
@@ -270,8 +276,8 @@ func (s *Store) SubscriptionGeneration() uint64 { return s.generation.Load() }
 
 // Due delivers a value whenever another Store of the same schema may have made deliveries due:
 // it ingested events, retried or released deliveries, reactivated a subscription or synced the
-// file's. It may also deliver after this Store's own such changes, and after the listening
-// connection came back (what happened meanwhile is unknown). The channel holds one value; a
+// file's. It does not deliver after this Store's own such changes (its caller knows of them),
+// but does after the listening connection came back (what happened meanwhile is unknown). The channel holds one value; a
 // reader that is behind misses none that matters.
 func (s *Store) Due() <-chan struct{} { return s.due }
 
@@ -347,7 +353,9 @@ func (s *Store) listen(ctx context.Context, cfg *pgx.ConnConfig, conn *pgx.Conn)
 		case s.subscriptionsChannel:
 			s.generation.Add(1)
 		case s.dueChannel:
-			s.signalDue()
+			if n.Payload != s.origin {
+				s.signalDue()
+			}
 		}
 	}
 }

@@ -78,7 +78,7 @@ func open(t *testing.T, dsn string, opts postgres.Options) *postgres.Store {
 func TestConformance(t *testing.T) {
 	storetest.Run(t, func(t *testing.T) store.Store {
 		return open(t, schema(t), postgres.Options{})
-	}, storetest.Capabilities{})
+	}, storetest.Capabilities{SharedRateLimit: true})
 }
 
 // twoStores opens two Stores on one fresh schema, as two replicas would.

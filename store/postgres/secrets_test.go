@@ -32,7 +32,7 @@ func TestConformanceEncrypted(t *testing.T) {
 	box := secretbox.New(newKey(t))
 	storetest.Run(t, func(t *testing.T) store.Store {
 		return open(t, schema(t), postgres.Options{Secrets: box})
-	}, storetest.Capabilities{})
+	}, storetest.Capabilities{SharedRateLimit: true})
 }
 
 const password, token = "pw-Zq81xK2v", "bearer-T0k3n-7f3a"

@@ -23,6 +23,10 @@ type Capabilities struct {
 	// SingleOwner means one process owns the store (SQLite): RecoverLeases releases every
 	// lease. A store that several replicas share lets a lost replica's leases expire instead.
 	SingleOwner bool
+	// SharedRateLimit means the claim enforces subscriptions' rate limits itself, so that they
+	// hold across the replicas that share the store (PostgreSQL). A store that one process owns
+	// leaves them to that process's engine.
+	SharedRateLimit bool
 }
 
 type testCase struct {
@@ -106,6 +110,9 @@ func Run(t *testing.T, open Opener, caps Capabilities) {
 	}
 	if caps.SingleOwner {
 		tests = append(tests, testCase{"RecoverLeasesReleasesAll", testRecoverLeasesReleasesAll})
+	}
+	if caps.SharedRateLimit {
+		tests = append(tests, testCase{"ClaimSharedRateLimit", testSharedRateLimit})
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
