@@ -44,12 +44,15 @@ func newCrashReceiver(delay time.Duration) *crashReceiver {
 func (rc *crashReceiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	phase := rc.phase.Load()
 	body, err := io.ReadAll(r.Body)
+	if err != nil {
+		// The gateway was killed while it sent this one: it was never delivered, and the
+		// restarted gateway sends it again.
+		return
+	}
 	var ev struct {
 		ID string `json:"id"`
 	}
-	if err == nil {
-		err = json.Unmarshal(body, &ev)
-	}
+	err = json.Unmarshal(body, &ev)
 	whID := r.Header.Get("webhook-id")
 	rc.mu.Lock()
 	switch {

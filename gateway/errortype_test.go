@@ -23,7 +23,8 @@ func TestAttemptErrorTypes(t *testing.T) {
 		c.Security.RequireHTTPS = false
 		c.Security.AllowedCIDRs = []string{"127.0.0.0/8"}
 		c.Delivery.QuickRetries = 0
-		c.Delivery.Timeout = 300 * time.Millisecond
+		// Long enough for a TLS handshake under -race on a busy machine, which must fail as "tls".
+		c.Delivery.Timeout = 2 * time.Second
 	}, func(o *gatewayOptions) { o.TracerProvider = tp; o.PollInterval = 5 * time.Millisecond })
 
 	// A port nothing listens on.
