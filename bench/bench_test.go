@@ -120,7 +120,7 @@ func TestFlags(t *testing.T) {
 	}{
 		{[]string{"--help"}, 0, "usage: gateway bench", ""},
 		{[]string{"-h"}, 0, "--rate", ""},
-		{[]string{"--store", "postgres"}, 2, "", "not available in this build"},
+		{[]string{"--store", "postgres"}, 2, "", "needs --dsn"},
 		{[]string{"--nope"}, 2, "", "flag provided but not defined"},
 		{[]string{"--events", "5", "--duration", "1s"}, 2, "", "not both"},
 		{[]string{"--batch", "1001"}, 2, "", "--batch"},

@@ -20,12 +20,13 @@ const eventType = "transaction.state.updated"
 // default configuration's other type, which the load never sends.
 const idleEventType = "task.state.updated"
 
-// generator is the load: concurrency workers posting events to url over HTTP/1.1 keep-alive
+// generator is the load: concurrency workers posting events to urls, each request to the next
+// in turn, over HTTP/1.1 keep-alive
 // connections, in a closed loop (each posts as soon as its previous post is answered) or,
 // with rate set, an open loop where each request has its due time and latency counts from it.
 type generator struct {
-	url         string
-	token       string // bearer token for url, if any
+	urls        []string
+	token       string // bearer token for urls, if any
 	client      *http.Client
 	prefix      string // event ids are prefix + number
 	concurrency int
@@ -83,7 +84,9 @@ func (g *generator) run(ctx context.Context) {
 // work posts requests until there are none left to send.
 func (g *generator) work(ctx context.Context) {
 	for ctx.Err() == nil {
-		first := (g.next.Add(1) - 1) * int64(g.batch)
+		req := g.next.Add(1) - 1
+		url := g.urls[req%int64(len(g.urls))]
+		first := req * int64(g.batch)
 		n := int64(g.batch)
 		if g.duration == 0 {
 			if first >= g.events {
@@ -108,7 +111,7 @@ func (g *generator) work(ctx context.Context) {
 				return
 			}
 		}
-		g.post(ctx, g.encode(first, n, sent), first, n)
+		g.post(ctx, url, g.encode(first, n, sent), first, n)
 	}
 }
 
@@ -156,8 +159,8 @@ func (g *generator) encode(first, n int64, sent time.Duration) []byte {
 }
 
 // post sends one request and records its answer.
-func (g *generator) post(ctx context.Context, body []byte, first, n int64) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, g.url, bytes.NewReader(body))
+func (g *generator) post(ctx context.Context, url string, body []byte, first, n int64) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
 	if err != nil {
 		g.fail(n, err)
 		return
@@ -192,7 +195,7 @@ func (g *generator) post(ctx context.Context, body []byte, first, n int64) {
 	if !ok {
 		g.statuses[resp.StatusCode]++
 		if g.firstError == "" {
-			g.firstError = fmt.Sprintf("HTTP %d from %s: %s", resp.StatusCode, g.url, bytes.TrimSpace(answer))
+			g.firstError = fmt.Sprintf("HTTP %d from %s: %s", resp.StatusCode, url, bytes.TrimSpace(answer))
 		}
 	}
 	g.mu.Unlock()

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/url"
 	"os"
+	"strings"
 	"time"
 )
 
@@ -21,16 +22,18 @@ const (
 type Options struct {
 	Scenario string
 
-	// Store and DSN select the in-process gateway's store; an empty DSN is a temporary file.
+	// Store and DSN select the in-process gateway's store: sqlite, on a temporary file when DSN
+	// is empty, or postgres, in a fresh schema of the database DSN names, dropped at the end.
 	Store       string
 	DSN         string
 	Synchronous string
 	Tracing     bool
 	LogLevel    string
 
-	// Target, when set, is a running gateway's base URL; Token is its admin token and
-	// IngestToken the bearer token for POST /v1/events, if it needs one.
-	Target      string
+	// Targets, when set, are running gateways' base URLs (replicas sharing one store): events
+	// are posted to them in turn, and subscriptions registered through the first. Token is their
+	// admin token and IngestToken the bearer token for POST /v1/events, if they need one.
+	Targets     []string
 	Token       string
 	IngestToken string
 	// ReceiverHost is the address the receivers listen on and the gateway posts to.
@@ -63,8 +66,11 @@ const help = `usage: gateway bench [flags]
 Posts events to a webhook gateway over loopback HTTP, receives them on local subscribers, and
 reports ingest and delivery rates, end-to-end latency, lost and duplicate events, peak RSS and CPU.
 
-By default it starts a gateway in this process, on a temporary SQLite file; --target benchmarks a
-running one instead. The load is a closed loop (each connection posts as soon as its previous post
+By default it starts a gateway in this process, on a temporary SQLite file, or with --store postgres
+on PostgreSQL, in a fresh schema of the --dsn database that it drops at the end. --target
+benchmarks a running gateway instead; given more than once (or as a comma-separated list), several
+replicas of one gateway: the posts go to each in turn, and the subscriptions are registered through
+the first. The load is a closed loop (each connection posts as soon as its previous post
 is answered) unless --rate makes it an open loop at a fixed rate. Latency is measured from the send
 to the receipt by a subscriber, on this process's clock; with --rate it counts from when each send
 was due, so a send made late because every connection was busy counts its wait (no coordinated
@@ -92,11 +98,18 @@ func parseOptions(args []string, stdout, stderr io.Writer) (*Options, error) {
 	fs := flag.NewFlagSet("gateway bench", flag.ContinueOnError)
 	fs.StringVar(&o.Scenario, "scenario", ScenarioThroughput, "throughput, isolation or direct")
 	fs.StringVar(&o.Store, "store", "sqlite", "the in-process gateway's store: sqlite or postgres")
-	fs.StringVar(&o.DSN, "dsn", "", "the store's DSN (sqlite: a file path, kept after the run; default: a temporary file)")
+	fs.StringVar(&o.DSN, "dsn", "", "the store's DSN (sqlite: a file path, kept after the run; default: a temporary file. postgres: a URL such as postgres://user@host:5432/db, required; the run uses a fresh schema, dropped at the end)")
 	fs.StringVar(&o.Synchronous, "synchronous", "normal", "sqlite durability: normal or full")
 	fs.BoolVar(&o.Tracing, "tracing", false, "trace every request and attempt in the in-process gateway (spans exported to nowhere, or over OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set)")
 	fs.StringVar(&o.LogLevel, "log-level", "off", "the in-process gateway's log level on stderr: off, error, warn, info or debug")
-	fs.StringVar(&o.Target, "target", "", "a running gateway's base URL, such as http://127.0.0.1:8080, instead of an in-process one")
+	fs.Func("target", "a running gateway's base URL, such as http://127.0.0.1:8080, instead of an in-process one; repeat it (or give a comma-separated list) for replicas sharing one store: posts go to each in turn", func(v string) error {
+		for _, t := range strings.Split(v, ",") {
+			if t = strings.TrimSpace(t); t != "" {
+				o.Targets = append(o.Targets, t)
+			}
+		}
+		return nil
+	})
 	fs.StringVar(&o.Token, "token", "", "the target's admin token (default $GATEWAY_ADMIN_TOKEN)")
 	fs.StringVar(&o.IngestToken, "ingest-token", "", "the target's ingest token, when it needs one")
 	fs.StringVar(&o.ReceiverHost, "receiver-host", "127.0.0.1", "the address the subscribers listen on, as the gateway reaches it")
@@ -166,7 +179,9 @@ func (o *Options) check() error {
 	switch o.Store {
 	case "sqlite":
 	case "postgres":
-		return errors.New("--store postgres: the PostgreSQL store is not available in this build (only sqlite is)")
+		if o.DSN == "" && len(o.Targets) == 0 {
+			return errors.New("--store postgres needs --dsn, a PostgreSQL URL such as postgres://postgres@127.0.0.1:5432/postgres")
+		}
 	default:
 		return fmt.Errorf("--store must be sqlite or postgres, not %q", o.Store)
 	}
@@ -178,11 +193,13 @@ func (o *Options) check() error {
 	default:
 		return fmt.Errorf("--log-level must be off, error, warn, info or debug, not %q", o.LogLevel)
 	}
-	if o.Target != "" {
-		u, err := url.Parse(o.Target)
+	for _, target := range o.Targets {
+		u, err := url.Parse(target)
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			return fmt.Errorf("--target must be an http:// or https:// base URL, not %q", o.Target)
+			return fmt.Errorf("--target must be an http:// or https:// base URL, not %q", target)
 		}
+	}
+	if len(o.Targets) > 0 {
 		if o.Token == "" && o.Scenario != ScenarioDirect {
 			return errors.New("--target needs --token (or GATEWAY_ADMIN_TOKEN): subscriptions are registered through the management API")
 		}
@@ -219,7 +236,7 @@ func (o *Options) checkProfiles() error {
 		return nil
 	}
 	switch {
-	case o.Target != "":
+	case len(o.Targets) > 0:
 		return errors.New("--cpuprofile and --memprofile profile the in-process gateway: not with --target")
 	case o.Scenario != ScenarioThroughput:
 		return errors.New("--cpuprofile and --memprofile profile the throughput scenario's gateway run: not with --scenario " + o.Scenario)

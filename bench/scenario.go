@@ -39,7 +39,7 @@ func runOne(ctx context.Context, o *Options, sp runSpec, stderr io.Writer, progr
 	}
 	var t *target
 	if !sp.direct {
-		if o.Target != "" {
+		if len(o.Targets) > 0 {
 			t, err = remoteTarget(ctx, o)
 		} else {
 			t, err = startGateway(ctx, o, stderr)
@@ -93,7 +93,7 @@ func runOne(ctx context.Context, o *Options, sp runSpec, stderr io.Writer, progr
 	defer g.client.CloseIdleConnections()
 	desc := "no gateway"
 	if sp.direct {
-		g.url = healthy[0].url
+		g.urls = []string{healthy[0].url}
 	} else {
 		for _, r := range slices.Concat(healthy, bad) {
 			if err := t.subscribe(ctx, r.url); err != nil {
@@ -105,7 +105,14 @@ func runOne(ctx context.Context, o *Options, sp runSpec, stderr io.Writer, progr
 				return nil, err
 			}
 		}
-		g.url, g.token, desc = t.base+"/v1/events", t.ingestToken, t.desc
+		ingest := t.ingest
+		if len(ingest) == 0 {
+			ingest = []string{t.base}
+		}
+		for _, b := range ingest {
+			g.urls = append(g.urls, b+"/v1/events")
+		}
+		g.token, desc = t.ingestToken, t.desc
 	}
 
 	if err := prof.start(); err != nil {

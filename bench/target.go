@@ -24,13 +24,16 @@ import (
 	"github.com/webhookgw/gateway/config"
 	"github.com/webhookgw/gateway/gateway"
 	"github.com/webhookgw/gateway/plugins/builtin"
+	"github.com/webhookgw/gateway/store"
+	"github.com/webhookgw/gateway/store/postgres"
 	"github.com/webhookgw/gateway/store/sqlite"
 )
 
 // target is the gateway a run sends events to: one started in this process, or a running one.
 // Either way it is reached only over HTTP.
 type target struct {
-	base        string // such as http://127.0.0.1:8080
+	base        string   // such as http://127.0.0.1:8080; its management API registers the subscriptions
+	ingest      []string // the base URLs events are posted to, in turn: replicas; nil is base
 	adminToken  string
 	ingestToken string
 	desc        string
@@ -58,7 +61,7 @@ func newManagementClient() *http.Client {
 // plain-HTTP, loopback targets (the receivers) and a fresh admin token.
 func startGateway(ctx context.Context, o *Options, stderr io.Writer) (t *target, err error) {
 	dsn, dir := o.DSN, ""
-	if dsn == "" {
+	if dsn == "" && o.Store == "sqlite" {
 		if dir, err = os.MkdirTemp("", "gateway-bench-"); err != nil {
 			return nil, fmt.Errorf("temporary store: %w", err)
 		}
@@ -75,10 +78,20 @@ func startGateway(ctx context.Context, o *Options, stderr io.Writer) (t *target,
 			}
 		}
 	}()
+	where := ""
+	dropSchema := func() error { return nil }
+	if o.Store == "postgres" {
+		schemaDSN, schema, drop, err := freshSchema(ctx, dsn)
+		if err != nil {
+			return nil, fmt.Errorf("in-process gateway: %w", err)
+		}
+		cleanup = append(cleanup, drop)
+		dsn, where, dropSchema = schemaDSN, "postgres, in schema "+schema+" (dropped at the end)", drop
+	}
 
 	cfg := config.Default()
 	cfg.Listen = "127.0.0.1:0" // unused: Serve gets a listener
-	cfg.Store.DSN, cfg.Store.Synchronous = dsn, o.Synchronous
+	cfg.Store.Driver, cfg.Store.DSN, cfg.Store.Synchronous = o.Store, dsn, o.Synchronous
 	cfg.Security.RequireHTTPS, cfg.Security.AllowPrivateNetworks = false, true
 	token := "bench_" + randomHex(16)
 	cfg.Admin.Tokens = []string{token}
@@ -87,7 +100,12 @@ func startGateway(ctx context.Context, o *Options, stderr io.Writer) (t *target,
 		return nil, fmt.Errorf("in-process gateway: %w", err)
 	}
 
-	st, err := sqlite.Open(ctx, dsn, sqlite.Options{Synchronous: o.Synchronous})
+	var st store.Store
+	if o.Store == "postgres" {
+		st, err = postgres.Open(ctx, dsn, postgres.Options{})
+	} else {
+		st, err = sqlite.Open(ctx, dsn, sqlite.Options{Synchronous: o.Synchronous})
+	}
 	if err != nil {
 		return nil, fmt.Errorf("in-process gateway: %w", err)
 	}
@@ -120,7 +138,7 @@ func startGateway(ctx context.Context, o *Options, stderr io.Writer) (t *target,
 	stop := func() error {
 		cancel()
 		err := <-served
-		err = errors.Join(err, stopTracing(context.Background()), st.Close())
+		err = errors.Join(err, stopTracing(context.Background()), st.Close(), dropSchema())
 		if dir != "" {
 			err = errors.Join(err, os.RemoveAll(dir))
 		}
@@ -128,9 +146,12 @@ func startGateway(ctx context.Context, o *Options, stderr io.Writer) (t *target,
 	}
 	cleanup = []func() error{stop}
 
-	where := "a temporary file"
-	if dir == "" {
-		where = dsn
+	switch {
+	case where != "":
+	case dir != "":
+		where = fmt.Sprintf("sqlite on a temporary file (synchronous=%s)", o.Synchronous)
+	default:
+		where = fmt.Sprintf("sqlite on %s (synchronous=%s)", dsn, o.Synchronous)
 	}
 	tracing := "off"
 	if o.Tracing {
@@ -139,7 +160,7 @@ func startGateway(ctx context.Context, o *Options, stderr io.Writer) (t *target,
 	t = &target{
 		base:       "http://" + ln.Addr().String(),
 		adminToken: token,
-		desc:       fmt.Sprintf("in-process gateway, sqlite on %s (synchronous=%s), tracing %s", where, o.Synchronous, tracing),
+		desc:       fmt.Sprintf("in-process gateway, %s, tracing %s", where, tracing),
 		client:     newManagementClient(),
 		stop:       stop,
 	}
@@ -149,17 +170,29 @@ func startGateway(ctx context.Context, o *Options, stderr io.Writer) (t *target,
 	return t, nil
 }
 
-// remoteTarget returns the running gateway at o.Target, once it answers /readyz.
+// remoteTarget returns the running gateways at o.Targets, once each answers /readyz. Posts go
+// to each in turn; the management API is the first's.
 func remoteTarget(ctx context.Context, o *Options) (*target, error) {
+	bases := make([]string, len(o.Targets))
+	for i, b := range o.Targets {
+		bases[i] = strings.TrimSuffix(b, "/")
+	}
 	t := &target{
-		base:        strings.TrimSuffix(o.Target, "/"),
+		base:        bases[0],
+		ingest:      bases,
 		adminToken:  o.Token,
 		ingestToken: o.IngestToken,
 		client:      newManagementClient(),
 	}
 	t.desc = "gateway at " + t.base
-	if err := t.waitReady(ctx, 5*time.Second); err != nil {
-		return nil, err
+	if len(bases) > 1 {
+		t.desc = fmt.Sprintf("%d gateways at %s (posts to each in turn)", len(bases), strings.Join(bases, ", "))
+	}
+	for _, b := range bases {
+		one := &target{base: b, desc: "gateway at " + b, client: t.client}
+		if err := one.waitReady(ctx, 5*time.Second); err != nil {
+			return nil, err
+		}
 	}
 	return t, nil
 }

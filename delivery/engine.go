@@ -499,7 +499,10 @@ func (e *Engine) runRound(r *round) {
 		r.sent = true
 		e.mu.Unlock()
 		r.released = true
-		if err := e.store.ReleaseDeliveries(context.WithoutCancel(ctx), []store.Lease{{DeliveryID: c.Delivery.ID, Token: token}}); err != nil {
+		err := untilStored(ctx, log, "releasing a delivery that was not attempted", func() error {
+			return e.store.ReleaseDeliveries(context.WithoutCancel(ctx), []store.Lease{{DeliveryID: c.Delivery.ID, Token: token}})
+		})
+		if err != nil {
 			log.Error("releasing a delivery that was not attempted", "err", err)
 		}
 		return
@@ -507,10 +510,15 @@ func (e *Engine) runRound(r *round) {
 	e.mu.Lock()
 	r.recording = o // the flush takes the round's token then (see recordOutcomes)
 	e.mu.Unlock()
-	stale, err := e.outcomes.Do(context.WithoutCancel(ctx), o)
+	var stale bool
+	err := untilStored(ctx, log, "recording a delivery outcome", func() (err error) {
+		stale, err = e.outcomes.Do(context.WithoutCancel(ctx), o)
+		return err
+	})
 	switch {
 	case err != nil:
-		// The lease runs out and the delivery is claimed again: at least once, not lost.
+		// Given up at a shutdown: the lease runs out and the delivery is claimed again, at
+		// least once, not lost.
 		log.Error("recording a delivery outcome", "err", err)
 		return
 	case stale:
@@ -535,6 +543,34 @@ func (e *Engine) runRound(r *round) {
 	default:
 		log.Warn("delivery failed for good", "attempts", len(o.Attempts), "reason", o.Reason)
 	}
+}
+
+// Waits between tries of a store write that must not be lost while the store fails (it cannot
+// be reached, it restarts), doubled after each failure.
+const (
+	storeRetryMin = 50 * time.Millisecond
+	storeRetryMax = 2 * time.Second
+)
+
+// untilStored calls write until it succeeds, and returns nil, or until ctx ends (a shutdown
+// that has waited its drain period) or the engine's outcome batcher has stopped, and returns
+// the last error. The round keeps its claim meanwhile, so its lease is renewed once the store
+// answers again: an outcome that could not be recorded while the database was away is
+// recorded when it is back, rather than delivered again after its lease ran out.
+func untilStored(ctx context.Context, log *slog.Logger, what string, write func() error) error {
+	err := write()
+	for wait := storeRetryMin; err != nil && !errors.Is(err, groupcommit.ErrStopped); wait = min(2*wait, storeRetryMax) {
+		if wait == storeRetryMin {
+			log.Warn(what+" failed: trying again until the store takes it", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(wait):
+		}
+		err = write()
+	}
+	return err
 }
 
 // takeTokens gives outcomes about to be recorded their rounds' tokens, final from now on: a

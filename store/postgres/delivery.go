@@ -205,6 +205,7 @@ func (s *Store) ClaimDeliveries(ctx context.Context, opts store.ClaimOptions) (s
 	if len(ids) == 0 {
 		return res, nil
 	}
+	s.releaseUncertain(ctx)
 	err := s.inTx(ctx, func(tx pgx.Tx) error {
 		res = store.ClaimResult{NextDue: make(map[string]time.Time)}
 		now, until := opts.Now.UnixNano(), opts.LeaseUntil.UnixNano()
@@ -255,6 +256,7 @@ func (s *Store) ClaimDeliveries(ctx context.Context, opts store.ClaimOptions) (s
 		return claimedEvents(ctx, tx, res.Claims)
 	})
 	if err != nil {
+		s.noteUncertain(res.Claims)
 		return store.ClaimResult{}, err
 	}
 	return res, nil
@@ -281,6 +283,39 @@ func rateGranted(ctx context.Context, tx pgx.Tx, sub string, next, now, interval
 		nextDue[sub] = time.Unix(0, max(at, next)).UTC()
 	}
 	return nil
+}
+
+// noteUncertain keeps the leases of claims whose transaction failed, for releaseUncertain: it
+// may have committed all the same (the connection was lost during its COMMIT), and then they
+// would stay leased, with no round to run them, until their leases ran out.
+func (s *Store) noteUncertain(claims []*store.Claim) {
+	if len(claims) == 0 {
+		return
+	}
+	s.uncertainMu.Lock()
+	defer s.uncertainMu.Unlock()
+	for _, c := range claims {
+		s.uncertain = append(s.uncertain, store.Lease{DeliveryID: c.Delivery.ID, Token: c.Token})
+	}
+}
+
+// releaseUncertain releases the leases noteUncertain kept, before the next claim: those that
+// were committed are claimable again at once; the others (and any claimed again since) have
+// another token, which a release leaves alone. Leases it cannot release yet are kept for the
+// next claim.
+func (s *Store) releaseUncertain(ctx context.Context) {
+	s.uncertainMu.Lock()
+	leases := s.uncertain
+	s.uncertain = nil
+	s.uncertainMu.Unlock()
+	if len(leases) == 0 {
+		return
+	}
+	if err := s.ReleaseDeliveries(ctx, leases); err != nil {
+		s.uncertainMu.Lock()
+		s.uncertain = append(s.uncertain, leases...)
+		s.uncertainMu.Unlock()
+	}
 }
 
 // lockClaimed locks the rows of the subscriptions with ids that exist, in id order, and

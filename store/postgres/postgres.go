@@ -79,6 +79,9 @@ type Store struct {
 	probing sync.Mutex                   // one probe at a time (Writable)
 	probed  time.Time                    // when the last probe began; guarded by probing
 
+	uncertainMu sync.Mutex
+	uncertain   []store.Lease // see releaseUncertain
+
 	closeOnce sync.Once
 }
 
