@@ -14,14 +14,15 @@ import (
 )
 
 // IngestEvents stores events and their deliveries in one transaction. It notifies the other
-// replicas when it stored deliveries. It leases nothing at birth (opts.Lease is never asked): a subscription's max_in_flight holds
-// across replicas only through the claim, which counts every replica's leases under the
-// subscription's row lock.
+// replicas when it stored deliveries it did not lease at birth. It asks opts.Lease only about
+// subscriptions with no limit of their own to hold across replicas (no max_in_flight, no
+// rate_limit, not fifo): those are counted in the claim, under the subscription's row lock.
 func (s *Store) IngestEvents(ctx context.Context, events []*store.Event, opts store.IngestOptions) ([]store.IngestResult, error) {
 	results := make([]store.IngestResult, len(events))
-	err := s.inTx(ctx, func(tx pgx.Tx) error {
-		targets := make(map[string][]string) // by event type, read once a transaction
-		stored := 0
+	until := opts.LeaseUntil.UnixNano()
+	err := s.inTxOnce(ctx, func(tx pgx.Tx) error {
+		targets := make(map[string][]fanTarget) // by event type, read once a transaction
+		unleased := 0
 		for i, ev := range events {
 			subs, ok := targets[ev.Type]
 			if !ok {
@@ -44,19 +45,28 @@ func (s *Store) IngestEvents(ctx context.Context, events []*store.Event, opts st
 				results[i] = r
 				continue
 			}
+			r := store.IngestResult{ID: ev.ID, Type: ev.Type, Deliveries: len(subs)}
 			if len(subs) > 0 {
 				ids := make([]string, len(subs))
-				for j := range ids {
+				leaseUntil := make([]int64, len(subs))
+				tokens := make([]int64, len(subs))
+				for j, sub := range subs {
 					ids[j] = opts.NewID()
+					r.Targets = append(r.Targets, sub.id)
+					if sub.leasable && opts.Lease != nil && opts.Lease(sub.id) {
+						leaseUntil[j], tokens[j] = until, 1
+						r.Claims = append(r.Claims, bornClaim(ids[j], ev, sub.id, 1))
+					} else {
+						unleased++
+					}
 				}
-				if _, err := tx.Exec(ctx, insertDeliveriesSQL, ids, ev.ID, subs, at); err != nil {
+				if _, err := tx.Exec(ctx, insertDeliveriesSQL, ids, ev.ID, r.Targets, at, leaseUntil, tokens); err != nil {
 					return err
 				}
-				stored += len(subs)
 			}
-			results[i] = store.IngestResult{ID: ev.ID, Type: ev.Type, Deliveries: len(subs), Targets: subs}
+			results[i] = r
 		}
-		if stored > 0 {
+		if unleased > 0 {
 			return s.notifyDue(ctx, tx)
 		}
 		return nil
@@ -72,11 +82,13 @@ const (
 		VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING`
 	// insertDeliveriesSQL stores one event's deliveries, due at once, in the order of the
 	// subscriptions (seq follows it).
-	insertDeliveriesSQL = `INSERT INTO deliveries (id, event_id, subscription_id, status, next_attempt_at, created_at, updated_at)
-		SELECT d.id, $2, d.subscription_id, 'pending', $4, $4, $4 FROM unnest($1::text[], $3::text[]) AS d (id, subscription_id)`
+	insertDeliveriesSQL = `INSERT INTO deliveries (id, event_id, subscription_id, status, next_attempt_at, created_at, updated_at,
+		lease_until, lease_token)
+		SELECT d.id, $2, d.subscription_id, 'pending', $4, $4, $4, d.lease_until, d.lease_token
+		FROM unnest($1::text[], $3::text[], $5::bigint[], $6::bigint[]) AS d (id, subscription_id, lease_until, lease_token)`
 	duplicateEventSQL = "SELECT type, deliveries FROM events WHERE id = $1"
 	// fanOutSQL is the active subscriptions an event type fans out to, in creation order.
-	fanOutSQL = `SELECT id FROM subscriptions WHERE active
+	fanOutSQL = `SELECT id, max_in_flight = 0 AND rate_limit = 0 AND ordering = '' FROM subscriptions WHERE active
 		AND (events::jsonb @> jsonb_build_array($1::text) OR events::jsonb @> '["*"]') ORDER BY created_at, id`
 )
 
@@ -84,12 +96,34 @@ const (
 // creation order. It reads them in the ingest's transaction, so that it never uses a stale list
 // (another replica may have changed them a moment ago). A subscription deactivated while the
 // ingest runs may still get a delivery: the claim pauses it (see claimSubscriptions).
-func fanOut(ctx context.Context, tx pgx.Tx, eventType string) ([]string, error) {
+func fanOut(ctx context.Context, tx pgx.Tx, eventType string) ([]fanTarget, error) {
 	rows, err := tx.Query(ctx, fanOutSQL, eventType)
 	if err != nil {
 		return nil, err
 	}
-	return pgx.CollectRows(rows, pgx.RowTo[string])
+	return pgx.CollectRows(rows, func(row pgx.CollectableRow) (fanTarget, error) {
+		var t fanTarget
+		err := row.Scan(&t.id, &t.leasable)
+		return t, err
+	})
+}
+
+// fanTarget is a subscription an event fans out to; leasable says no limit of its own must
+// hold across replicas, so a delivery to it may be leased at birth.
+type fanTarget struct {
+	id       string
+	leasable bool
+}
+
+// bornClaim is the claim of a delivery leased as it is stored, as a claim would return it.
+func bornClaim(id string, ev *store.Event, subID string, token int64) *store.Claim {
+	at := ev.ReceivedAt.UTC()
+	return &store.Claim{
+		Delivery: &store.Delivery{ID: id, EventID: ev.ID, EventType: ev.Type, SubscriptionID: subID,
+			Status: store.Pending, NextAttemptAt: &at, CreatedAt: at, UpdatedAt: at},
+		Event: ev,
+		Token: token,
+	}
 }
 
 const deliveryColumns = `d.id, d.event_id, e.type, d.subscription_id, d.status, d.attempts, d.step, d.next_attempt_at,

@@ -254,6 +254,13 @@ func (s *Store) inTx(ctx context.Context, fn func(pgx.Tx) error) (err error) {
 	}
 }
 
+// inTxOnce runs fn in a transaction, not tried again on a deadlock: for a transaction whose fn
+// has effects outside it (IngestEvents' Lease answers), which its caller undoes and tries again.
+func (s *Store) inTxOnce(ctx context.Context, fn func(pgx.Tx) error) (err error) {
+	defer func() { s.noteWrite(err) }()
+	return pgx.BeginFunc(ctx, s.pool, fn)
+}
+
 // subscriptionsChanged, inside a transaction that changed subscriptions, bumps the generation
 // in the database and notifies the other replicas when the transaction commits. It is the last
 // statement of its transaction: the generation row is the last lock taken, never held while
