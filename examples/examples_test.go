@@ -130,15 +130,23 @@ func mountedSecret(path string) ([]byte, error) {
 }
 
 // varPattern matches ${VAR} and ${VAR:-default}; "$${" is a literal and is removed first.
-var varPattern = regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-[^}]*)?\}`)
+var varPattern = regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)(:-[^}]*)?\}`)
 
-// placeholders returns a lookup with a placeholder value for every ${VAR} data names (comments
-// included, which does no harm) and nothing else.
+// placeholders returns a lookup with a placeholder value for every ${VAR} data names without a
+// default (comments included, which does no harm), and nothing else: a variable that has a
+// default everywhere it is used is left unset, so its default is what is loaded. A variable
+// named …ENCRYPTION_KEY gets a valid key (32 zero bytes in base64), as mountedSecret does.
 func placeholders(data []byte) func(string) (string, bool) {
 	vars := make(map[string]string)
 	for _, m := range varPattern.FindAllSubmatch(bytes.ReplaceAll(data, []byte("$${"), nil), -1) {
 		name := string(m[1])
-		vars[name] = "placeholder-" + strings.ToLower(strings.ReplaceAll(name, "_", "-"))
+		switch {
+		case len(m[2]) > 0: // has a default here
+		case strings.HasSuffix(name, "ENCRYPTION_KEY"):
+			vars[name] = base64.StdEncoding.EncodeToString(make([]byte, 32))
+		default:
+			vars[name] = "placeholder-" + strings.ToLower(strings.ReplaceAll(name, "_", "-"))
+		}
 	}
 	return func(name string) (string, bool) {
 		v, ok := vars[name]
