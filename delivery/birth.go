@@ -15,7 +15,8 @@ import (
 //
 // A delivery is leased at birth only when its lane is known to be active and unchanged,
 // delivers in any order at any rate, is not probing a failing target, has no older due
-// deliveries waiting in the store, and holds fewer rounds than roundsPerSlot a slot (and the
+// deliveries waiting in the store that the engine knows of (one due meanwhile, found at the next
+// claim or poll, may be passed: unordered lanes promise no order), and holds fewer rounds than roundsPerSlot a slot (and the
 // engine fewer than roundsPerSlot times delivery.max_in_flight): everything else takes the
 // claim's path, which honours order, rates and probes. A round born while its lane's slots are
 // all taken waits for one in memory, as a quick retry does, its lease renewed meanwhile.
@@ -151,8 +152,14 @@ func (e *Engine) handoff(claims []*store.Claim, births []birth) {
 			e.undoBirthLocked(b)
 			continue
 		}
-		e.births--
 		c := claims[i]
+		if _, ok := e.held[c.Delivery.ID]; ok {
+			// A claim took it over before it came here (its birth lease ran out: the clock
+			// jumped): that claim's round runs it.
+			e.undoBirthLocked(b)
+			continue
+		}
+		e.births--
 		r := &round{e: e, lane: b.lane, claim: c, slot: b.slot, token: c.Token}
 		e.held[c.Delivery.ID] = r
 		e.rounds.Add(1)

@@ -182,7 +182,8 @@ func (e *Engine) markRefresh() {
 	e.refresh = true
 	for _, l := range e.lanes {
 		// A retry of a delivery in flight makes it due when its round ends.
-		l.recheck = l.recheck || l.rounds > 0
+		// (A claim takes its slots before it asks the store: active covers its rounds to be.)
+		l.recheck = l.recheck || l.rounds > 0 || l.active > 0
 	}
 	e.mu.Unlock()
 }
@@ -460,8 +461,10 @@ func (e *Engine) claim(ctx context.Context) bool {
 		case err != nil:
 			l.dirty, l.backlog = true, true
 		case unused > 0:
+			// The store read NextDue before this claim's result came back: a round recorded
+			// meanwhile may have set an earlier one.
 			at, ok := res.NextDue[rq.ID]
-			if ok {
+			if ok && (l.nextDue.IsZero() || at.Before(l.nextDue)) {
 				l.nextDue = at
 			}
 			l.capped = !ok && l.sub != nil && l.sub.Policy.MaxInFlight > 0

@@ -19,7 +19,7 @@ import (
 func (s *Store) IngestEvents(ctx context.Context, events []*store.Event, opts store.IngestOptions) ([]store.IngestResult, error) {
 	until := opts.LeaseUntil.UnixNano()
 	results := make([]store.IngestResult, len(events))
-	err := s.inTx(ctx, func(tx *sql.Tx) error {
+	err := s.inTx(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		fanout, err := s.fanoutIndex(ctx, tx)
 		if err != nil {
 			return err
@@ -188,8 +188,9 @@ func (s *Store) fanoutIndex(ctx context.Context, tx *sql.Tx) (*fanout, error) {
 }
 
 // staleFanout drops the fan-out index. Writers of subscriptions call it inside their
-// transaction, while they hold the writer (no ingest can make the index again before they
-// commit), and once more after it for writes made outside one.
+// transaction, before they change them (an ingest combined into the same transaction after them
+// makes the index again from what that transaction sees; a commit that fails drops it), and once
+// more after it for writes made outside one.
 func (s *Store) staleFanout() { s.fanout.Store(nil) }
 
 func (s *Store) activeSubscriptions(ctx context.Context, tx *sql.Tx) ([]target, error) {
@@ -244,7 +245,7 @@ func (s *Store) ClaimDeliveries(ctx context.Context, opts store.ClaimOptions) (s
 	if len(opts.Subscriptions) == 0 {
 		return res, nil
 	}
-	err := s.inTx(ctx, func(tx *sql.Tx) error {
+	err := s.inTx(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		res = store.ClaimResult{NextDue: make(map[string]time.Time)}
 		now, until := opts.Now.UnixNano(), opts.LeaseUntil.UnixNano()
 		for _, sc := range opts.Subscriptions {
@@ -403,7 +404,7 @@ func placeholders(n int) string {
 func (s *Store) CompleteDeliveries(ctx context.Context, outcomes []*store.Outcome, policy store.ErrorPolicy, now time.Time) ([]string, error) {
 	var stale []string
 	changed := false
-	err := s.inTx(ctx, func(tx *sql.Tx) error {
+	err := s.inTx(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		stale, changed = nil, false
 		insertAttempt, err := s.stmt(ctx, tx, insertAttemptSQL)
 		if err != nil {
@@ -483,6 +484,7 @@ func (s *Store) CompleteDeliveries(ctx context.Context, outcomes []*store.Outcom
 			}
 			if sub.Active != before.Active || sub.InErrorState != before.InErrorState {
 				changed = true
+				s.subscriptionsChanging()
 			}
 		}
 		return nil
@@ -508,7 +510,7 @@ func (s *Store) ReleaseDeliveries(ctx context.Context, leases []store.Lease) err
 	if len(leases) == 0 {
 		return nil
 	}
-	return s.inTx(ctx, func(tx *sql.Tx) error {
+	return s.inTx(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		release, err := s.stmt(ctx, tx, releaseSQL)
 		if err != nil {
 			return err
@@ -528,7 +530,7 @@ func (s *Store) ExtendLeases(ctx context.Context, leases []store.Lease, until ti
 		return nil, nil
 	}
 	var lost []string
-	err := s.inTx(ctx, func(tx *sql.Tx) error {
+	err := s.inTx(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		lost = nil
 		extend, err := s.stmt(ctx, tx, extendSQL)
 		if err != nil {
@@ -684,7 +686,7 @@ func (s *Store) ListDeliveries(ctx context.Context, subscriptionID string, statu
 // RetryDelivery makes a delivery pending and due at now, or marks a leased one.
 func (s *Store) RetryDelivery(ctx context.Context, id string, now time.Time) (*store.Delivery, error) {
 	var d *store.Delivery
-	err := s.inTx(ctx, func(tx *sql.Tx) error {
+	err := s.inTx(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		at := now.UnixNano()
 		var (
 			status     string
@@ -721,7 +723,7 @@ func (s *Store) RetryDelivery(ctx context.Context, id string, now time.Time) (*s
 // Prune deletes a bounded batch of finished deliveries and old events.
 func (s *Store) Prune(ctx context.Context, cutoff time.Time, max int) (int, bool, error) {
 	var deliveries, events int64
-	err := s.inTx(ctx, func(tx *sql.Tx) error {
+	err := s.inTx(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		at := cutoff.UnixNano()
 		res, err := tx.ExecContext(ctx, `DELETE FROM deliveries WHERE id IN (SELECT id FROM deliveries
 			WHERE status != 'pending' AND finished_at < ? LIMIT ?)`, at, max)

@@ -90,7 +90,7 @@ const probeSQL = "INSERT INTO schema_migrations (version, name, applied_at) VALU
 // probe commits a transaction that writes (the database grows by a few pages, freed again)
 // and leaves nothing behind.
 func (s *Store) probe(ctx context.Context) error {
-	return s.inTx(ctx, func(tx *sql.Tx) error {
+	return s.inTx(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		if _, err := tx.ExecContext(ctx, probeSQL); err != nil {
 			return err
 		}

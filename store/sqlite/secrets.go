@@ -106,7 +106,7 @@ func (s *Store) reseal(ctx context.Context, log *slog.Logger) error {
 	if _, err := s.write.ExecContext(ctx, "PRAGMA secure_delete = ON"); err != nil {
 		return err
 	}
-	err = s.inTx(ctx, func(tx *sql.Tx) error {
+	err = s.inTx(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		for _, r := range stale {
 			password, err := s.secrets.Open(r.password, passwordAAD(r.id))
 			if err != nil {

@@ -240,7 +240,7 @@ func (s *Store) migrate(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		if err := s.inTx(ctx, func(tx *sql.Tx) error {
+		if err := s.inTx(ctx, func(ctx context.Context, tx *sql.Tx) error {
 			if _, err := tx.ExecContext(ctx, string(body)); err != nil {
 				return err
 			}
@@ -260,6 +260,12 @@ func (s *Store) migrate(ctx context.Context) error {
 // SubscriptionGeneration grows with every committed change to a subscription that matters to
 // delivery.
 func (s *Store) SubscriptionGeneration() uint64 { return s.generation.Load() }
+
+// subscriptionsChanging, inside a write transaction about to change subscriptions, bumps the
+// generation before they change, as well as after the commit: a write combined in the same
+// transaction after this one (an ingest asking the engine whether to lease at birth) sees
+// subscriptions that changed under the engine's copies, as the engine does.
+func (s *Store) subscriptionsChanging() { s.generation.Add(1) }
 
 const subscriptionColumns = `id, kind, source, url, events, headers, plugins, request_id, source_sender_id,
 	username, password, active, deactivated_at, in_error_state, error_state_reason,
@@ -345,7 +351,7 @@ func (s *Store) ListSubscriptions(ctx context.Context, opts store.ListOptions) (
 // UpdateSubscription applies change to the subscription with id in one transaction.
 func (s *Store) UpdateSubscription(ctx context.Context, id string, change func(*store.Subscription) error) (*store.Subscription, error) {
 	var updated *store.Subscription
-	err := s.inTx(ctx, func(tx *sql.Tx) error {
+	err := s.inTx(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		sub, err := s.txSubscription(ctx, tx, id)
 		if err != nil {
 			return err
@@ -360,6 +366,7 @@ func (s *Store) UpdateSubscription(ctx context.Context, id string, change func(*
 		if !store.SameDelivery(&keep, sub) {
 			sub.Version++
 		}
+		s.subscriptionsChanging()
 		if err := s.updateSubscription(ctx, tx, sub); err != nil {
 			return err
 		}
@@ -400,7 +407,7 @@ func (s *Store) updateSubscription(ctx context.Context, tx *sql.Tx, sub *store.S
 
 // DeleteSubscription removes the subscription with id and fails its pending deliveries.
 func (s *Store) DeleteSubscription(ctx context.Context, id string, now time.Time) error {
-	err := s.inTx(ctx, func(tx *sql.Tx) error {
+	err := s.inTx(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		var source string
 		err := tx.QueryRowContext(ctx, "SELECT source FROM subscriptions WHERE id = ?", id).Scan(&source)
 		switch {
@@ -412,6 +419,7 @@ func (s *Store) DeleteSubscription(ctx context.Context, id string, now time.Time
 			return fmt.Errorf("subscription %q: %w", id, store.ErrOwnedByFile)
 		}
 		s.staleFanout()
+		s.subscriptionsChanging()
 		if _, err := tx.ExecContext(ctx, "DELETE FROM subscriptions WHERE id = ?", id); err != nil {
 			return err
 		}
@@ -426,8 +434,9 @@ func (s *Store) DeleteSubscription(ctx context.Context, id string, now time.Time
 // SyncFileSubscriptions makes the file-owned subscriptions match subs.
 func (s *Store) SyncFileSubscriptions(ctx context.Context, subs []*store.Subscription, now time.Time) (store.SyncResult, error) {
 	var res store.SyncResult
-	err := s.inTx(ctx, func(tx *sql.Tx) error {
+	err := s.inTx(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		res = store.SyncResult{}
+		s.subscriptionsChanging() // perhaps: at worst the engine reads them again for nothing
 		keep := make(map[string]bool, len(subs))
 		for _, want := range subs {
 			keep[want.ID] = true

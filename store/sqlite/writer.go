@@ -15,7 +15,7 @@ const maxCombined = 64
 // writeJob is one inTx call waiting for the writer.
 type writeJob struct {
 	ctx  context.Context
-	fn   func(*sql.Tx) error
+	fn   func(context.Context, *sql.Tx) error
 	err  error
 	done chan struct{}
 }
@@ -29,7 +29,7 @@ type writeJob struct {
 // one commit, and one write of each page they share, instead of one each. A write that fails
 // is rolled back to its savepoint and fails alone; when the commit fails, every write in it
 // fails.
-func (s *Store) inTx(ctx context.Context, fn func(*sql.Tx) error) (err error) {
+func (s *Store) inTx(ctx context.Context, fn func(context.Context, *sql.Tx) error) (err error) {
 	defer func() { s.noteWrite(err) }()
 	j := &writeJob{ctx: ctx, fn: fn, done: make(chan struct{})}
 	select {
@@ -90,12 +90,12 @@ func (s *Store) writeLoop() {
 }
 
 // runTx runs fn alone in a transaction.
-func (s *Store) runTx(ctx context.Context, fn func(*sql.Tx) error) error {
+func (s *Store) runTx(ctx context.Context, fn func(context.Context, *sql.Tx) error) error {
 	tx, err := s.write.BeginTx(ctx, nil)
 	if err != nil {
 		return err
 	}
-	if err := fn(tx); err != nil {
+	if err := fn(ctx, tx); err != nil {
 		tx.Rollback()
 		return err
 	}
@@ -132,7 +132,9 @@ func (s *Store) runCombined(batch []*writeJob) {
 			abort(err)
 			return
 		}
-		if err := j.fn(tx); err != nil {
+		// Its statements run without its cancellation: SQLite rolls back the whole
+		// transaction, the others' writes too, when a statement in it is interrupted.
+		if err := j.fn(context.WithoutCancel(j.ctx), tx); err != nil {
 			j.err = err
 			if _, rerr := tx.Exec("ROLLBACK TO write"); rerr != nil {
 				abort(rerr) // SQLite rolled back the whole transaction (an interrupted statement)

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"slices"
 	"testing"
+	"time"
 )
 
 // Writes combined in one transaction keep their own outcomes: one that fails is rolled back
@@ -19,7 +20,7 @@ func TestCombinedWritesFailAlone(t *testing.T) {
 	}
 	defer s.Close()
 	insert := func(id string, fail error) *writeJob {
-		return &writeJob{ctx: ctx, done: make(chan struct{}), fn: func(tx *sql.Tx) error {
+		return &writeJob{ctx: ctx, done: make(chan struct{}), fn: func(_ context.Context, tx *sql.Tx) error {
 			if _, err := tx.Exec(`INSERT INTO events (id, type, payload, deliveries, received_at) VALUES (?, 'x', ?, 0, 0)`, id, []byte("{}")); err != nil {
 				return err
 			}
@@ -69,7 +70,50 @@ func TestWriteAfterClose(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.Close()
-	if err := s.inTx(context.Background(), func(*sql.Tx) error { return nil }); !errors.Is(err, errClosed) {
+	if err := s.inTx(context.Background(), func(context.Context, *sql.Tx) error { return nil }); !errors.Is(err, errClosed) {
 		t.Fatalf("inTx after Close: %v", err)
+	}
+}
+
+// A write whose context ends while its statement runs in a combined transaction is not
+// interrupted (SQLite would roll the whole transaction back, the other writes with it): it
+// finishes, and so do the others.
+func TestCancelledWriteDoesNotFailItsBatchMates(t *testing.T) {
+	ctx := context.Background()
+	s, err := Open(ctx, filepath.Join(t.TempDir(), "gateway.db"), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	insert := func(id string) *writeJob {
+		return &writeJob{ctx: ctx, done: make(chan struct{}), fn: func(ctx context.Context, tx *sql.Tx) error {
+			_, err := tx.ExecContext(ctx, `INSERT INTO events (id, type, payload, deliveries, received_at) VALUES (?, 'x', ?, 0, 0)`, id, []byte("{}"))
+			return err
+		}}
+	}
+	slowCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	started := make(chan struct{})
+	slow := &writeJob{ctx: slowCtx, done: make(chan struct{}), fn: func(ctx context.Context, tx *sql.Tx) error {
+		close(started)
+		_, err := tx.ExecContext(ctx, `INSERT INTO events (id, type, payload, deliveries, received_at)
+			WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM n WHERE i < 20000)
+			SELECT 'slow-'||i, 'x', x'7b7d', 0, 0 FROM n`)
+		return err
+	}}
+	go func() { <-started; time.Sleep(time.Millisecond); cancel() }()
+	batch := []*writeJob{insert("a"), slow, insert("c")}
+	s.runCombined(batch)
+	for i, j := range batch {
+		if j.err != nil {
+			t.Errorf("write %d: %v", i, j.err)
+		}
+	}
+	var n int
+	if err := s.read.QueryRow("SELECT count(*) FROM events").Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	if n != 20002 {
+		t.Fatalf("%d events stored, want 20,002", n)
 	}
 }
