@@ -187,14 +187,22 @@ func (e *Engine) prepare(req *http.Request) error {
 			return err
 		}
 	}
-	h := make(http.Header, 8+len(sub.Headers))
+	return r.setHeaders(ctx, req)
+}
+
+// setHeaders sets the attempt request's headers, from now: the gateway's, the subscription's
+// (r.sub), then the plugins' in order (r.chain). It notes the attempt's start and the headers
+// the plugins set.
+func (r *round) setHeaders(ctx context.Context, req *http.Request) error {
+	e := r.e
+	h := make(http.Header, 8+len(r.sub.Headers))
 	req.Header = h
 	h.Set("Content-Type", "application/json")
 	h.Set("User-Agent", e.userAgent)
 	h.Set("Webhook-Id", r.claim.Delivery.ID)
 	r.at, r.monoStart = e.now().UTC(), time.Now()
 	h.Set("Webhook-Timestamp", strconv.FormatInt(r.at.Unix(), 10))
-	for name, value := range sub.Headers {
+	for name, value := range r.sub.Headers {
 		h.Set(name, value)
 	}
 	// Plugins' own requests (oauth2's token request) are not the attempt.

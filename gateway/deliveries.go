@@ -134,7 +134,7 @@ func (g *Gateway) listDeliveries(c *fiber.Ctx) error {
 	if err != nil {
 		return err
 	}
-	ds, err := g.store.ListDeliveries(c.UserContext(), sub.ID, status, store.ListOptions{Limit: limit, After: c.Query("after")})
+	ds, err := g.store.ListDeliveries(c.UserContext(), store.DeliveryFilter{SubscriptionID: sub.ID, Status: status}, store.ListOptions{Limit: limit, After: c.Query("after")})
 	if errors.Is(err, store.ErrNotFound) {
 		return invalid(FieldError{Field: "after", Message: "no delivery has this id"})
 	}

@@ -88,7 +88,7 @@ func eventID(body []byte) string {
 // countDeliveries counts a subscription's deliveries with status in the store.
 func (e *env) countDeliveries(t *testing.T, sub string, status store.DeliveryStatus) int {
 	t.Helper()
-	ds, err := e.store.ListDeliveries(context.Background(), sub, status, store.ListOptions{Limit: 1000})
+	ds, err := e.store.ListDeliveries(context.Background(), store.DeliveryFilter{SubscriptionID: sub, Status: status}, store.ListOptions{Limit: 1000})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -351,7 +351,7 @@ func TestNothingIsSentAfterDeactivation(t *testing.T) {
 	if n := rc.count(); n != 2 {
 		t.Fatalf("the deactivated subscription got %d requests, want the 2 in flight", n)
 	}
-	pending, err := e.store.ListDeliveries(context.Background(), id, store.Pending, store.ListOptions{})
+	pending, err := e.store.ListDeliveries(context.Background(), store.DeliveryFilter{SubscriptionID: id, Status: store.Pending}, store.ListOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -382,7 +382,7 @@ func TestNothingIsSentAfterDeletion(t *testing.T) {
 	if n := rc.count(); n != 2 {
 		t.Fatalf("the deleted subscription got %d requests, want the 2 in flight", n)
 	}
-	failed, err := e.store.ListDeliveries(context.Background(), id, store.Failed, store.ListOptions{})
+	failed, err := e.store.ListDeliveries(context.Background(), store.DeliveryFilter{SubscriptionID: id, Status: store.Failed}, store.ListOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -531,7 +531,7 @@ func TestFailingSubscriptionIsProbedOneDeliveryAtATime(t *testing.T) {
 	expect(t, e.post(t, events("p", 50)), http.StatusAccepted)
 	eventually(t, "every delivery had its round", func() bool { return rc.count() == 150 })
 	eventually(t, "recorded", func() bool {
-		ds, err := e.store.ListDeliveries(context.Background(), id, store.Pending, store.ListOptions{Limit: 100})
+		ds, err := e.store.ListDeliveries(context.Background(), store.DeliveryFilter{SubscriptionID: id, Status: store.Pending}, store.ListOptions{Limit: 100})
 		if err != nil {
 			t.Fatal(err)
 		}

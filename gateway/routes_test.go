@@ -21,17 +21,23 @@ func TestWrongMethodIs405(t *testing.T) {
 		{"/metrics", []string{"GET", "HEAD"}},
 		{"/v1/events", []string{"POST"}},
 		{"/v1/events/e1", []string{"GET", "HEAD"}},
+		{"/v1/events/e1/replay", []string{"POST"}},
+		{"/v1/deliveries", []string{"GET", "HEAD"}},
 		{"/v1/deliveries/d1", []string{"GET", "HEAD"}},
 		{"/v1/deliveries/d1/retry", []string{"POST"}},
 		{"/api/WebhookRegistrations", []string{"GET", "HEAD", "POST"}},
 		{"/api/WebhookRegistrations/r1", []string{"GET", "HEAD", "PUT", "DELETE"}},
+		{"/api/WebhookRegistrations/r1/recover", []string{"POST"}},
+		{"/api/WebhookRegistrations/r1/test", []string{"POST"}},
 	}
 	for _, prefix := range []string{"/v1/webhooks", "/id-scan/v1/webhooks"} {
 		routes = append(routes,
 			route{prefix, []string{"GET", "HEAD", "POST"}},
 			route{prefix + "/w1", []string{"GET", "HEAD", "PUT", "DELETE"}},
 			route{prefix + "/w1/deliveries", []string{"GET", "HEAD"}},
-			route{prefix + "/w1/reactivate", []string{"POST"}})
+			route{prefix + "/w1/reactivate", []string{"POST"}},
+			route{prefix + "/w1/recover", []string{"POST"}},
+			route{prefix + "/w1/test", []string{"POST"}})
 	}
 	for _, rt := range routes {
 		for _, method := range []string{"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"} {

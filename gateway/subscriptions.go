@@ -64,8 +64,12 @@ func (g *Gateway) managementRoutes(app *fiber.App) {
 		app.Delete(prefix+"/:id", admin, g.deleteWebhook)
 		app.Get(prefix+"/:id/deliveries", admin, g.listDeliveries)
 		app.Post(prefix+"/:id/reactivate", admin, g.reactivateWebhook)
+		app.Post(prefix+"/:id/recover", admin, g.recoverWebhook)
+		app.Post(prefix+"/:id/test", admin, g.testWebhook)
 	}
 	app.Get("/v1/events/:id", admin, g.getEvent)
+	app.Post("/v1/events/:id/replay", admin, g.replayEvent)
+	app.Get("/v1/deliveries", admin, g.listAllDeliveries)
 	app.Get("/v1/deliveries/:id", admin, g.getDelivery)
 	app.Post("/v1/deliveries/:id/retry", admin, g.retryDelivery)
 	const registrations = "/api/WebhookRegistrations"
@@ -74,6 +78,8 @@ func (g *Gateway) managementRoutes(app *fiber.App) {
 	app.Get(registrations+"/:id", admin, g.getRegistration)
 	app.Put(registrations+"/:id", admin, g.updateRegistration)
 	app.Delete(registrations+"/:id", admin, g.deactivateRegistration)
+	app.Post(registrations+"/:id/recover", admin, g.recoverWebhook)
+	app.Post(registrations+"/:id/test", admin, g.testWebhook)
 }
 
 // noRoute answers a request no route took: 405 with an Allow header when its path has routes

@@ -193,15 +193,28 @@ type Store interface {
 	GetEvent(ctx context.Context, id string) (*Event, []*Delivery, error)
 	// GetDelivery returns a delivery and its attempts, oldest first, or ErrNotFound.
 	GetDelivery(ctx context.Context, id string) (*Delivery, []Attempt, error)
-	// ListDeliveries returns a subscription's deliveries, newest first, with status if it is
-	// not empty. opts.After names the last delivery of the previous page.
-	ListDeliveries(ctx context.Context, subscriptionID string, status DeliveryStatus, opts ListOptions) ([]*Delivery, error)
+	// ListDeliveries returns the deliveries that filter selects, of one subscription or of all,
+	// newest first (by CreatedAt, then by id). opts.After names the last delivery of the
+	// previous page; ErrNotFound when no delivery has that id.
+	ListDeliveries(ctx context.Context, filter DeliveryFilter, opts ListOptions) ([]*Delivery, error)
 	// RetryDelivery makes a delivery pending and due at now, whatever its status. A delivery
 	// whose round is in flight (leased at now) is not touched but marked: the round's
 	// completion makes it due again, so that no second round runs beside the first. A
 	// delivery of an inactive subscription stays paused until it is reactivated. It returns
 	// ErrNotFound, or ErrSubscriptionGone when the delivery's subscription was deleted.
 	RetryDelivery(ctx context.Context, id string, now time.Time) (*Delivery, error)
+	// RecoverDeliveries makes every failed delivery of a subscription created in the window
+	// [since, until) pending and due at now, as RetryDelivery does each one (a zero until does
+	// not bound the window), and returns how many. Failed deliveries hold no lease, so none has
+	// a round in flight. Those of an inactive subscription stay paused until it is
+	// reactivated. It returns ErrNotFound when no subscription has the id.
+	RecoverDeliveries(ctx context.Context, subscriptionID string, since, until, now time.Time) (int, error)
+	// ReplayEvent stores a new delivery of a stored event to a subscription, with the id
+	// deliveryID, pending, due and created at now: a delivery of its own, listed under the
+	// event and the subscription. A delivery to an inactive subscription is paused until it is
+	// reactivated. It returns ErrNotFound when the event or the subscription does not exist,
+	// and ErrExists when deliveryID is taken.
+	ReplayEvent(ctx context.Context, eventID, subscriptionID, deliveryID string, now time.Time) (*Delivery, error)
 	// Prune deletes up to max finished deliveries (and their attempts) that finished before
 	// cutoff, and up to max events received before cutoff that have no delivery left, in one
 	// short transaction. It returns how many deliveries it deleted, and more when either limit

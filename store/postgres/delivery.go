@@ -828,40 +828,6 @@ func (s *Store) GetDelivery(ctx context.Context, id string) (*store.Delivery, []
 	return d, attempts, rows.Err()
 }
 
-// ListDeliveries returns a subscription's deliveries, newest first.
-func (s *Store) ListDeliveries(ctx context.Context, subscriptionID string, status store.DeliveryStatus, opts store.ListOptions) ([]*store.Delivery, error) {
-	limit := opts.Limit
-	if limit <= 0 {
-		limit = 100
-	}
-	query := "SELECT " + deliveryColumns + " FROM deliveries d JOIN events e ON e.id = d.event_id WHERE d.subscription_id = $1"
-	args := []any{subscriptionID}
-	arg := func(v any) string {
-		args = append(args, v)
-		return fmt.Sprintf("$%d", len(args))
-	}
-	if status != "" {
-		query += " AND d.status = " + arg(string(status))
-	}
-	if opts.After != "" {
-		var createdAt int64
-		err := s.pool.QueryRow(ctx, "SELECT created_at FROM deliveries WHERE id = $1", opts.After).Scan(&createdAt)
-		if errors.Is(err, pgx.ErrNoRows) {
-			return nil, fmt.Errorf("delivery %q: %w", opts.After, store.ErrNotFound)
-		}
-		if err != nil {
-			return nil, err
-		}
-		query += " AND (d.created_at, d.id) < (" + arg(createdAt) + ", " + arg(opts.After) + ")"
-	}
-	query += " ORDER BY d.created_at DESC, d.id DESC LIMIT " + arg(limit)
-	rows, err := s.pool.Query(ctx, query, args...)
-	if err != nil {
-		return nil, err
-	}
-	return collectDeliveries(rows)
-}
-
 // RetryDelivery makes a delivery pending and due at now, or marks a leased one. It locks the
 // subscription's row (shared) before the delivery's, as claims and completions do, and
 // notifies the other replicas when it made the delivery due.

@@ -491,7 +491,7 @@ func TestPruneAcrossStores(t *testing.T) {
 				total += n
 				mu.Unlock()
 				if n == 0 {
-					if ds, _ := s.ListDeliveries(ctx, "s", "", store.ListOptions{}); len(ds) == 0 {
+					if ds, _ := s.ListDeliveries(ctx, store.DeliveryFilter{SubscriptionID: "s"}, store.ListOptions{}); len(ds) == 0 {
 						return
 					}
 				}

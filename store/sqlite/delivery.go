@@ -641,48 +641,6 @@ func (s *Store) GetDelivery(ctx context.Context, id string) (*store.Delivery, []
 	return d, attempts, rows.Err()
 }
 
-// ListDeliveries returns a subscription's deliveries, newest first.
-func (s *Store) ListDeliveries(ctx context.Context, subscriptionID string, status store.DeliveryStatus, opts store.ListOptions) ([]*store.Delivery, error) {
-	limit := opts.Limit
-	if limit <= 0 {
-		limit = 100
-	}
-	query := "SELECT " + deliveryColumns + " FROM deliveries d JOIN events e ON e.id = d.event_id WHERE d.subscription_id = ?"
-	args := []any{subscriptionID}
-	if status != "" {
-		query += " AND d.status = ?"
-		args = append(args, string(status))
-	}
-	if opts.After != "" {
-		var createdAt int64
-		err := s.read.QueryRowContext(ctx, "SELECT created_at FROM deliveries WHERE id = ?", opts.After).Scan(&createdAt)
-		if errors.Is(err, sql.ErrNoRows) {
-			return nil, fmt.Errorf("delivery %q: %w", opts.After, store.ErrNotFound)
-		}
-		if err != nil {
-			return nil, err
-		}
-		query += " AND (d.created_at, d.id) < (?, ?)"
-		args = append(args, createdAt, opts.After)
-	}
-	query += " ORDER BY d.created_at DESC, d.id DESC LIMIT ?"
-	args = append(args, limit)
-	rows, err := s.read.QueryContext(ctx, query, args...)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var ds []*store.Delivery
-	for rows.Next() {
-		d, err := scanDelivery(rows)
-		if err != nil {
-			return nil, err
-		}
-		ds = append(ds, d)
-	}
-	return ds, rows.Err()
-}
-
 // RetryDelivery makes a delivery pending and due at now, or marks a leased one.
 func (s *Store) RetryDelivery(ctx context.Context, id string, now time.Time) (*store.Delivery, error) {
 	var d *store.Delivery

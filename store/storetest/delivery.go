@@ -388,7 +388,7 @@ func testIngestFanOut(t *testing.T, s store.Store) {
 		wantSet(t, eventID+" fanned out to", subs, targets...)
 	}
 	wantSet(t, "delivery ids", ids, made...)
-	if ds, err := s.ListDeliveries(ctx, "inactive", "", store.ListOptions{}); err != nil || len(ds) != 0 {
+	if ds, err := s.ListDeliveries(ctx, store.DeliveryFilter{SubscriptionID: "inactive"}, store.ListOptions{}); err != nil || len(ds) != 0 {
 		t.Fatalf("the inactive subscription got %d deliveries (%v)", len(ds), err)
 	}
 }
@@ -422,7 +422,7 @@ func testIngestDuplicates(t *testing.T, s store.Store) {
 		t.Fatalf("e2: %+v, %d deliveries, want the first of the call's two", ev, len(ds))
 	}
 	for _, id := range []string{"a", "b", "late"} {
-		ds, err := s.ListDeliveries(ctx, id, "", store.ListOptions{})
+		ds, err := s.ListDeliveries(ctx, store.DeliveryFilter{SubscriptionID: id}, store.ListOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -841,7 +841,7 @@ func testListDeliveries(t *testing.T, s store.Store) {
 
 	list := func(status store.DeliveryStatus, opts store.ListOptions) []string {
 		t.Helper()
-		ds, err := s.ListDeliveries(ctx, "a", status, opts)
+		ds, err := s.ListDeliveries(ctx, store.DeliveryFilter{SubscriptionID: "a", Status: status}, opts)
 		if err != nil {
 			t.Fatalf("ListDeliveries(%q, %+v): %v", status, opts, err)
 		}
@@ -871,7 +871,7 @@ func testListDeliveries(t *testing.T, s store.Store) {
 	if got := fmt.Sprint(pages); got != "[[e5/a e4/a] [e3/a e2/a] [e1/a]]" {
 		t.Fatalf("pages of 2: %s", got)
 	}
-	if _, err := s.ListDeliveries(ctx, "a", "", store.ListOptions{After: "missing"}); !errors.Is(err, store.ErrNotFound) {
+	if _, err := s.ListDeliveries(ctx, store.DeliveryFilter{SubscriptionID: "a"}, store.ListOptions{After: "missing"}); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("after a missing id: got %v, want ErrNotFound", err)
 	}
 }

@@ -108,6 +108,7 @@ func Run(t *testing.T, open Opener, caps Capabilities) {
 			}
 		}},
 	}
+	tests = append(tests, opsCases...)
 	if caps.SingleOwner {
 		tests = append(tests, testCase{"RecoverLeasesReleasesAll", testRecoverLeasesReleasesAll})
 	}
