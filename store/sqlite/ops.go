@@ -80,7 +80,7 @@ func (s *Store) ListDeliveries(ctx context.Context, filter store.DeliveryFilter,
 // now, in one transaction.
 func (s *Store) RecoverDeliveries(ctx context.Context, subscriptionID string, since, until, now time.Time) (int, error) {
 	var n int64
-	err := s.inTx(ctx, func(tx *sql.Tx) error {
+	err := s.inTx(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		n = 0
 		var active bool
 		err := tx.QueryRowContext(ctx, "SELECT active FROM subscriptions WHERE id = ?", subscriptionID).Scan(&active)
@@ -113,7 +113,7 @@ func (s *Store) RecoverDeliveries(ctx context.Context, subscriptionID string, si
 // ReplayEvent stores a new delivery of an event to a subscription, due at now.
 func (s *Store) ReplayEvent(ctx context.Context, eventID, subscriptionID, deliveryID string, now time.Time) (*store.Delivery, error) {
 	var d *store.Delivery
-	err := s.inTx(ctx, func(tx *sql.Tx) error {
+	err := s.inTx(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		var typ string
 		err := tx.QueryRowContext(ctx, "SELECT type FROM events WHERE id = ?", eventID).Scan(&typ)
 		if errors.Is(err, sql.ErrNoRows) {
