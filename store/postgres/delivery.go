@@ -520,31 +520,92 @@ func scanClaims(rows pgx.Rows) ([]*store.Claim, error) {
 }
 
 const (
+	// lockOutcomeSubscriptionsSQL reads what store.ApplyOutcome needs of the outcomes'
+	// subscriptions that exist, locking their rows in id order.
+	lockOutcomeSubscriptionsSQL = `SELECT id, active, deactivated_at, in_error_state, error_state_reason,
+		detected_error_state_at, consecutive_failures FROM subscriptions WHERE id = ANY($1) ORDER BY id FOR UPDATE`
+	// outcomeSubscriptionSQL writes back what store.ApplyOutcome changed.
+	outcomeSubscriptionSQL = `UPDATE subscriptions SET active = $2, deactivated_at = $3, in_error_state = $4,
+		error_state_reason = $5, detected_error_state_at = $6, consecutive_failures = $7 WHERE id = $1`
+	lockDeliveriesSQL = "SELECT 1 FROM deliveries WHERE id = ANY($1) ORDER BY id FOR UPDATE"
+	// insertAttemptsSQL records the attempts of every outcome, in order, in one statement.
 	insertAttemptsSQL = `INSERT INTO attempts (delivery_id, attempted_at, duration, status_code, error, response_body, trace_id)
-		SELECT $1, a.* FROM unnest($2::bigint[], $3::bigint[], $4::integer[], $5::text[], $6::bytea[], $7::text[])
-		AS a (attempted_at, duration, status_code, error, response_body, trace_id)`
-	// completeDeliverySQL applies an outcome while the claim's token holds. A retry asked for
-	// during the round (retry_requested) makes the delivery due again at once instead, unless
-	// its subscription is gone ($11 false).
-	completeDeliverySQL = `UPDATE deliveries SET
-		status = CASE WHEN retry_requested AND $11::boolean THEN 'pending' ELSE $1::text END,
-		attempts = attempts + $2, step = step + $3,
-		next_attempt_at = CASE WHEN retry_requested AND $11::boolean THEN $7::bigint ELSE $4::bigint END,
-		lease_until = 0, last_status_code = $5, last_error = $6, updated_at = $7::bigint,
-		finished_at = CASE WHEN retry_requested AND $11::boolean THEN NULL ELSE $8::bigint END,
+		SELECT a.* FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::integer[], $5::text[], $6::bytea[], $7::text[])
+		AS a (delivery_id, attempted_at, duration, status_code, error, response_body, trace_id)`
+	// completeDeliveriesSQL applies each outcome while its claim's token holds, and returns the
+	// ids of the deliveries it applied. A retry asked for during the round (retry_requested)
+	// makes the delivery due again at once instead, unless its subscription is gone (o.subscribed
+	// false).
+	completeDeliveriesSQL = `UPDATE deliveries d SET
+		status = CASE WHEN d.retry_requested AND o.subscribed THEN 'pending' ELSE o.status END,
+		attempts = d.attempts + o.attempts, step = d.step + o.step,
+		next_attempt_at = CASE WHEN d.retry_requested AND o.subscribed THEN $11::bigint ELSE o.next_attempt_at END,
+		lease_until = 0, last_status_code = o.status_code, last_error = o.error, updated_at = $11::bigint,
+		finished_at = CASE WHEN d.retry_requested AND o.subscribed THEN NULL ELSE o.finished_at END,
 		retry_requested = false
-		WHERE id = $9 AND lease_token = $10 AND status = 'pending'`
-	// staleAttemptsSQL counts the attempts of a stale outcome, which are recorded as they
-	// happened although the outcome is not applied.
-	staleAttemptsSQL = "UPDATE deliveries SET attempts = attempts + $1 WHERE id = $2"
+		FROM unnest($1::text[], $2::bigint[], $3::text[], $4::integer[], $5::integer[], $6::bigint[], $7::integer[],
+			$8::text[], $9::bigint[], $10::boolean[])
+		AS o (id, token, status, attempts, step, next_attempt_at, status_code, error, finished_at, subscribed)
+		WHERE d.id = o.id AND d.lease_token = o.token AND d.status = 'pending'
+		RETURNING d.id`
+	// staleAttemptsSQL counts the attempts of stale outcomes (whose token no longer holds), which
+	// are recorded as they happened although the outcomes are not applied. It runs before
+	// completeDeliveriesSQL, which would make an applied row look stale to it.
+	staleAttemptsSQL = `UPDATE deliveries d SET attempts = d.attempts + o.attempts
+		FROM unnest($1::text[], $2::bigint[], $3::integer[]) AS o (id, token, attempts)
+		WHERE d.id = o.id AND NOT (d.lease_token = o.token AND d.status = 'pending')`
 )
 
-// CompleteDeliveries records outcomes, each while its claim's token holds, in one transaction.
+// completion is CompleteDeliveries' statements' arguments for a batch of outcomes, one
+// element an outcome (an attempt, for the attempts').
+type completion struct {
+	// The deliveries' update.
+	ids, statuses, lastErrors []string
+	tokens                    []int64
+	next                      []*int64
+	finishedAt                []*int64
+	attempts, steps           []int32
+	codes                     []int32
+	subscribed                []bool
+	// The stale outcomes' attempt counts, for outcomes with attempts.
+	countIDs    []string
+	countTokens []int64
+	counts      []int32
+	// The attempts.
+	attemptIDs           []string
+	attemptAt, durations []int64
+	attemptCodes         []int32
+	attemptErrs, traces  []string
+	bodies               [][]byte
+}
+
+// add appends an outcome's arguments.
+func (c *completion) add(o *store.Outcome, status store.DeliveryStatus, step int, next, finished *int64, lastError string, subscribed bool) {
+	var last store.Attempt
+	if len(o.Attempts) > 0 {
+		last = o.Attempts[len(o.Attempts)-1]
+		c.countIDs, c.countTokens, c.counts = append(c.countIDs, o.DeliveryID), append(c.countTokens, o.Token), append(c.counts, int32(len(o.Attempts)))
+	}
+	c.ids, c.tokens, c.statuses = append(c.ids, o.DeliveryID), append(c.tokens, o.Token), append(c.statuses, string(status))
+	c.attempts, c.steps, c.next = append(c.attempts, int32(len(o.Attempts))), append(c.steps, int32(step)), append(c.next, next)
+	c.codes, c.lastErrors = append(c.codes, int32(last.StatusCode)), append(c.lastErrors, lastError)
+	c.finishedAt, c.subscribed = append(c.finishedAt, finished), append(c.subscribed, subscribed)
+	for _, a := range o.Attempts {
+		c.attemptIDs, c.attemptAt, c.durations = append(c.attemptIDs, o.DeliveryID), append(c.attemptAt, a.At.UnixNano()), append(c.durations, int64(a.Duration))
+		c.attemptCodes, c.attemptErrs = append(c.attemptCodes, int32(a.StatusCode)), append(c.attemptErrs, a.Error)
+		c.bodies, c.traces = append(c.bodies, a.ResponseBody), append(c.traces, a.TraceID)
+	}
+}
+
+// CompleteDeliveries records outcomes, each while its claim's token holds, in one transaction
+// of a few round trips, whatever the number of outcomes: every statement is set-based, and
+// the statements that do not depend on an earlier one's answer go in one pipelined batch.
 //
 // The transaction locks the outcomes' subscription rows in id order, then their delivery rows
 // in id order, before it changes any: two replicas completing overlapping batches queue rather
 // than deadlock, and a subscription's state (ApplyOutcome's read-modify-write) is never changed
-// by two at once.
+// by two at once. A subscription whose state no outcome changes (a success when it counts no
+// failures and is not in the error state) is not written.
 func (s *Store) CompleteDeliveries(ctx context.Context, outcomes []*store.Outcome, policy store.ErrorPolicy, now time.Time) ([]string, error) {
 	var stale []string
 	changed := false
@@ -556,29 +617,30 @@ func (s *Store) CompleteDeliveries(ctx context.Context, outcomes []*store.Outcom
 	slices.Sort(subIDs)
 	slices.Sort(deliveryIDs)
 	subIDs, deliveryIDs = slices.Compact(subIDs), slices.Compact(deliveryIDs)
+	at := now.UnixNano()
 	err := s.inTx(ctx, func(tx pgx.Tx) error {
 		stale, changed = nil, false
-		subs, err := s.lockSubscriptions(ctx, tx, subIDs) // missing: deleted meanwhile
-		if err != nil {
+		var subs map[string]*store.Subscription // missing: deleted meanwhile
+		b := &pgx.Batch{}
+		b.Queue(lockOutcomeSubscriptionsSQL, subIDs).Query(func(rows pgx.Rows) error {
+			var err error
+			subs, err = scanOutcomeSubscriptions(rows)
+			return err
+		})
+		b.Queue(lockDeliveriesSQL, deliveryIDs)
+		if err := tx.SendBatch(ctx, b).Close(); err != nil {
 			return err
 		}
-		if _, err := tx.Exec(ctx, "SELECT 1 FROM deliveries WHERE id = ANY($1) ORDER BY id FOR UPDATE", deliveryIDs); err != nil {
-			return err
-		}
-		dirty := make(map[string]store.Subscription) // changed subscriptions, as they were
-		at := now.UnixNano()
+
+		var c completion
 		for _, o := range outcomes {
 			var last store.Attempt
 			if len(o.Attempts) > 0 {
-				if err := insertAttempts(ctx, tx, o.DeliveryID, o.Attempts); err != nil {
-					return err
-				}
 				last = o.Attempts[len(o.Attempts)-1]
 			}
-			sub := subs[o.SubscriptionID]
 			status, step, next, finished := store.Failed, 0, (*int64)(nil), &at
 			lastError := last.Error
-			subscribed := sub != nil && !o.SubscriptionDeleted // a retry asked for may run
+			subscribed := subs[o.SubscriptionID] != nil && !o.SubscriptionDeleted // a retry asked for may run
 			switch {
 			case o.Succeeded:
 				status = store.Succeeded
@@ -589,20 +651,34 @@ func (s *Store) CompleteDeliveries(ctx context.Context, outcomes []*store.Outcom
 			case o.NextAttemptAt != nil:
 				status, step, next, finished = store.Pending, 1, nanos(o.NextAttemptAt), nil
 			}
-			tag, err := tx.Exec(ctx, completeDeliverySQL, string(status), len(o.Attempts), step, next, last.StatusCode, lastError,
-				at, finished, o.DeliveryID, o.Token, subscribed)
-			if err != nil {
-				return err
-			}
-			if tag.RowsAffected() == 0 {
+			c.add(o, status, step, next, finished, lastError, subscribed)
+		}
+		applied := make(map[string]bool, len(outcomes))
+		b = &pgx.Batch{}
+		if len(c.attemptIDs) > 0 {
+			b.Queue(insertAttemptsSQL, c.attemptIDs, c.attemptAt, c.durations, c.attemptCodes, c.attemptErrs, c.bodies, c.traces)
+			b.Queue(staleAttemptsSQL, c.countIDs, c.countTokens, c.counts)
+		}
+		b.Queue(completeDeliveriesSQL, c.ids, c.tokens, c.statuses, c.attempts, c.steps, c.next, c.codes, c.lastErrors,
+			c.finishedAt, c.subscribed, at).Query(func(rows pgx.Rows) error {
+			var id string
+			_, err := pgx.ForEachRow(rows, []any{&id}, func() error {
+				applied[id] = true
+				return nil
+			})
+			return err
+		})
+		if err := tx.SendBatch(ctx, b).Close(); err != nil {
+			return err
+		}
+
+		dirty := make(map[string]store.Subscription) // changed subscriptions, as they were
+		for _, o := range outcomes {
+			if !applied[o.DeliveryID] {
 				stale = append(stale, o.DeliveryID)
-				if len(o.Attempts) > 0 {
-					if _, err := tx.Exec(ctx, staleAttemptsSQL, len(o.Attempts), o.DeliveryID); err != nil {
-						return err
-					}
-				}
 				continue
 			}
+			sub := subs[o.SubscriptionID]
 			if sub == nil || len(o.Attempts) == 0 || o.Interrupted {
 				continue
 			}
@@ -613,28 +689,29 @@ func (s *Store) CompleteDeliveries(ctx context.Context, outcomes []*store.Outcom
 				}
 			}
 		}
+		b = &pgx.Batch{}
 		for _, id := range subIDs {
 			before, ok := dirty[id]
 			if !ok {
 				continue
 			}
 			sub := subs[id]
-			if err := s.updateSubscription(ctx, tx, sub); err != nil {
-				return err
-			}
+			b.Queue(outcomeSubscriptionSQL, id, sub.Active, nanos(sub.DeactivatedAt), sub.InErrorState, sub.ErrorStateReason,
+				nanos(sub.DetectedErrorStateAt), sub.ConsecutiveFailures)
 			if sub.Active != before.Active {
-				if err := setPaused(ctx, tx, id, !sub.Active); err != nil {
-					return err
-				}
+				b.Queue(setPausedSQL, !sub.Active, id)
 			}
 			if sub.Active != before.Active || sub.InErrorState != before.InErrorState {
 				changed = true
 			}
 		}
 		if changed {
-			return s.subscriptionsChanged(ctx, tx)
+			b.Queue(subscriptionsChangedSQL, s.subscriptionsChannel)
 		}
-		return nil
+		if b.Len() == 0 {
+			return nil
+		}
+		return tx.SendBatch(ctx, b).Close()
 	})
 	if err != nil {
 		return nil, err
@@ -645,29 +722,31 @@ func (s *Store) CompleteDeliveries(ctx context.Context, outcomes []*store.Outcom
 	return stale, nil
 }
 
-// insertAttempts records a round's attempts, in order, in one statement.
-func insertAttempts(ctx context.Context, tx pgx.Tx, deliveryID string, attempts []store.Attempt) error {
-	n := len(attempts)
+// scanOutcomeSubscriptions reads the rows of lockOutcomeSubscriptionsSQL, by id.
+func scanOutcomeSubscriptions(rows pgx.Rows) (map[string]*store.Subscription, error) {
+	subs := make(map[string]*store.Subscription)
 	var (
-		at, duration = make([]int64, n), make([]int64, n)
-		codes        = make([]int32, n)
-		errs, traces = make([]string, n), make([]string, n)
-		bodies       = make([][]byte, n)
+		sub                       store.Subscription
+		deactivatedAt, detectedAt *int64
 	)
-	for i, a := range attempts {
-		at[i], duration[i], codes[i] = a.At.UnixNano(), int64(a.Duration), int32(a.StatusCode)
-		errs[i], bodies[i], traces[i] = a.Error, a.ResponseBody, a.TraceID
-	}
-	_, err := tx.Exec(ctx, insertAttemptsSQL, deliveryID, at, duration, codes, errs, bodies, traces)
-	return err
+	_, err := pgx.ForEachRow(rows, []any{&sub.ID, &sub.Active, &deactivatedAt, &sub.InErrorState, &sub.ErrorStateReason,
+		&detectedAt, &sub.ConsecutiveFailures}, func() error {
+		sub.DeactivatedAt, sub.DetectedErrorStateAt = fromNanos(deactivatedAt), fromNanos(detectedAt)
+		row := sub
+		subs[row.ID] = &row
+		return nil
+	})
+	return subs, err
 }
 
 // setPaused takes a subscription's pending deliveries off the due path (an inactive one's) or
 // puts them back.
 func setPaused(ctx context.Context, tx pgx.Tx, subID string, paused bool) error {
-	_, err := tx.Exec(ctx, "UPDATE deliveries SET paused = $1 WHERE subscription_id = $2 AND status = 'pending'", paused, subID)
+	_, err := tx.Exec(ctx, setPausedSQL, paused, subID)
 	return err
 }
+
+const setPausedSQL = "UPDATE deliveries SET paused = $1 WHERE subscription_id = $2 AND status = 'pending'"
 
 const (
 	releaseSQL = "UPDATE deliveries SET lease_until = 0 WHERE id = $1 AND lease_token = $2"
