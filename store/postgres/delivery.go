@@ -13,63 +13,127 @@ import (
 	"github.com/webhookgw/gateway/store"
 )
 
-// IngestEvents stores events and their deliveries in one transaction. It notifies the other
-// replicas when it stored deliveries it did not lease at birth. It asks opts.Lease only about
-// subscriptions with no limit of their own to hold across replicas (no max_in_flight, no
-// rate_limit, not fifo): those are counted in the claim, under the subscription's row lock.
+// IngestEvents stores events and their deliveries in one transaction of a few round trips,
+// whatever the number of events: the fan-outs of the events' types in one pipelined batch, the
+// events in one statement, then their deliveries in one. It notifies the other replicas when it
+// stored deliveries it did not lease at birth. It asks opts.Lease only about subscriptions with
+// no limit of their own to hold across replicas (no max_in_flight, no rate_limit, not fifo):
+// those are counted in the claim, under the subscription's row lock.
 func (s *Store) IngestEvents(ctx context.Context, events []*store.Event, opts store.IngestOptions) ([]store.IngestResult, error) {
 	results := make([]store.IngestResult, len(events))
 	until := opts.LeaseUntil.UnixNano()
 	err := s.inTxOnce(ctx, func(tx pgx.Tx) error {
 		targets := make(map[string][]fanTarget) // by event type, read once a transaction
-		unleased := 0
-		for i, ev := range events {
-			subs, ok := targets[ev.Type]
-			if !ok {
-				var err error
-				if subs, err = fanOut(ctx, tx, ev.Type); err != nil {
-					return err
-				}
-				targets[ev.Type] = subs
-			}
-			at := ev.ReceivedAt.UnixNano()
-			tag, err := tx.Exec(ctx, insertEventSQL, ev.ID, ev.Type, ev.Payload, ev.TraceParent, len(subs), at)
-			if err != nil {
-				return err
-			}
-			if tag.RowsAffected() == 0 {
-				r := store.IngestResult{ID: ev.ID, Duplicate: true}
-				if err := tx.QueryRow(ctx, duplicateEventSQL, ev.ID).Scan(&r.Type, &r.Deliveries); err != nil {
-					return err
-				}
-				results[i] = r
+		b := &pgx.Batch{}
+		for _, ev := range events {
+			if _, ok := targets[ev.Type]; ok {
 				continue
 			}
+			targets[ev.Type] = nil
+			b.Queue(fanOutSQL, ev.Type).Query(func(rows pgx.Rows) error {
+				subs, err := collectFanOut(rows)
+				targets[ev.Type] = subs
+				return err
+			})
+		}
+		if err := tx.SendBatch(ctx, b).Close(); err != nil {
+			return err
+		}
+
+		first := make(map[string]int, len(events)) // the index of each id's first event
+		var e struct {                             // the events with new ids, as insertEventsSQL takes them
+			ids, types, traceParents []string
+			payloads                 [][]byte
+			counts                   []int32
+			at                       []int64
+		}
+		for i, ev := range events {
+			if _, ok := first[ev.ID]; ok {
+				continue
+			}
+			first[ev.ID] = i
+			e.ids, e.types, e.traceParents = append(e.ids, ev.ID), append(e.types, ev.Type), append(e.traceParents, ev.TraceParent)
+			e.payloads, e.counts = append(e.payloads, ev.Payload), append(e.counts, int32(len(targets[ev.Type])))
+			e.at = append(e.at, ev.ReceivedAt.UnixNano())
+		}
+		inserted := make(map[string]bool, len(e.ids))
+		rows, err := tx.Query(ctx, insertEventsSQL, e.ids, e.types, e.payloads, e.traceParents, e.counts, e.at)
+		if err != nil {
+			return err
+		}
+		var id string
+		if _, err := pgx.ForEachRow(rows, []any{&id}, func() error {
+			inserted[id] = true
+			return nil
+		}); err != nil {
+			return err
+		}
+
+		var (
+			dups                   []string // stored before this transaction
+			ids, eventIDs, subIDs  []string
+			at, leaseUntil, tokens []int64
+			unleased               int
+		)
+		for i, ev := range events {
+			switch f := first[ev.ID]; {
+			case f != i && inserted[ev.ID]: // a duplicate of an earlier event of this batch
+				results[i] = store.IngestResult{ID: ev.ID, Type: results[f].Type, Deliveries: results[f].Deliveries, Duplicate: true}
+				continue
+			case !inserted[ev.ID]:
+				dups = append(dups, ev.ID)
+				continue
+			}
+			subs := targets[ev.Type]
 			r := store.IngestResult{ID: ev.ID, Type: ev.Type, Deliveries: len(subs)}
-			if len(subs) > 0 {
-				ids := make([]string, len(subs))
-				leaseUntil := make([]int64, len(subs))
-				tokens := make([]int64, len(subs))
-				for j, sub := range subs {
-					ids[j] = opts.NewID()
-					r.Targets = append(r.Targets, sub.id)
-					if sub.leasable && opts.Lease != nil && opts.Lease(sub.id) {
-						leaseUntil[j], tokens[j] = until, 1
-						r.Claims = append(r.Claims, bornClaim(ids[j], ev, sub.id, 1))
-					} else {
-						unleased++
-					}
+			for _, sub := range subs {
+				id := opts.NewID()
+				r.Targets = append(r.Targets, sub.id)
+				var lease, token int64
+				if sub.leasable && opts.Lease != nil && opts.Lease(sub.id) {
+					lease, token = until, 1
+					r.Claims = append(r.Claims, bornClaim(id, ev, sub.id, 1))
+				} else {
+					unleased++
 				}
-				if _, err := tx.Exec(ctx, insertDeliveriesSQL, ids, ev.ID, r.Targets, at, leaseUntil, tokens); err != nil {
-					return err
-				}
+				ids, eventIDs, subIDs = append(ids, id), append(eventIDs, ev.ID), append(subIDs, sub.id)
+				at, leaseUntil, tokens = append(at, ev.ReceivedAt.UnixNano()), append(leaseUntil, lease), append(tokens, token)
 			}
 			results[i] = r
 		}
-		if unleased > 0 {
-			return s.notifyDue(ctx, tx)
+		b = &pgx.Batch{}
+		if len(dups) > 0 {
+			b.Queue(duplicateEventsSQL, dups).Query(func(rows pgx.Rows) error {
+				var (
+					id, typ string
+					n       int
+				)
+				stored := make(map[string]store.IngestResult, len(dups))
+				if _, err := pgx.ForEachRow(rows, []any{&id, &typ, &n}, func() error {
+					stored[id] = store.IngestResult{ID: id, Type: typ, Deliveries: n, Duplicate: true}
+					return nil
+				}); err != nil {
+					return err
+				}
+				for i, ev := range events {
+					if !inserted[ev.ID] {
+						r, ok := stored[ev.ID]
+						if !ok { // deleted (pruned) since its insert conflicted: as a lost row would
+							return fmt.Errorf("event %q: %w", ev.ID, pgx.ErrNoRows)
+						}
+						results[i] = r
+					}
+				}
+				return nil
+			})
 		}
-		return nil
+		if len(ids) > 0 {
+			b.Queue(insertDeliveriesSQL, ids, eventIDs, subIDs, at, leaseUntil, tokens)
+		}
+		if unleased > 0 {
+			b.Queue(notifyDueSQL, s.dueChannel, s.origin)
+		}
+		return tx.SendBatch(ctx, b).Close()
 	})
 	if err != nil {
 		return nil, err
@@ -78,29 +142,27 @@ func (s *Store) IngestEvents(ctx context.Context, events []*store.Event, opts st
 }
 
 const (
-	insertEventSQL = `INSERT INTO events (id, type, payload, traceparent, deliveries, received_at)
-		VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING`
-	// insertDeliveriesSQL stores one event's deliveries, due at once, in the order of the
-	// subscriptions (seq follows it).
+	// insertEventsSQL stores events with new ids, and returns those ids.
+	insertEventsSQL = `INSERT INTO events (id, type, payload, traceparent, deliveries, received_at)
+		SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[], $4::text[], $5::integer[], $6::bigint[])
+		ON CONFLICT (id) DO NOTHING RETURNING id`
+	// insertDeliveriesSQL stores deliveries, due at once, in the order given (seq follows it).
 	insertDeliveriesSQL = `INSERT INTO deliveries (id, event_id, subscription_id, status, next_attempt_at, created_at, updated_at,
 		lease_until, lease_token)
-		SELECT d.id, $2, d.subscription_id, 'pending', $4, $4, $4, d.lease_until, d.lease_token
-		FROM unnest($1::text[], $3::text[], $5::bigint[], $6::bigint[]) AS d (id, subscription_id, lease_until, lease_token)`
-	duplicateEventSQL = "SELECT type, deliveries FROM events WHERE id = $1"
+		SELECT d.id, d.event_id, d.subscription_id, 'pending', d.at, d.at, d.at, d.lease_until, d.lease_token
+		FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::bigint[])
+		AS d (id, event_id, subscription_id, at, lease_until, lease_token)`
+	duplicateEventsSQL = "SELECT id, type, deliveries FROM events WHERE id = ANY($1)"
 	// fanOutSQL is the active subscriptions an event type fans out to, in creation order.
 	fanOutSQL = `SELECT id, max_in_flight = 0 AND rate_limit = 0 AND ordering = '' FROM subscriptions WHERE active
 		AND (events::jsonb @> jsonb_build_array($1::text) OR events::jsonb @> '["*"]') ORDER BY created_at, id`
 )
 
-// fanOut returns the ids of the active subscriptions an event of eventType fans out to, in
-// creation order. It reads them in the ingest's transaction, so that it never uses a stale list
-// (another replica may have changed them a moment ago). A subscription deactivated while the
-// ingest runs may still get a delivery: the claim pauses it (see claimSubscriptions).
-func fanOut(ctx context.Context, tx pgx.Tx, eventType string) ([]fanTarget, error) {
-	rows, err := tx.Query(ctx, fanOutSQL, eventType)
-	if err != nil {
-		return nil, err
-	}
+// collectFanOut reads the rows of fanOutSQL: the active subscriptions an event type fans out
+// to, in creation order. They are read in the ingest's transaction, so that it never uses a
+// stale list (another replica may have changed them a moment ago). A subscription deactivated
+// while the ingest runs may still get a delivery: the claim pauses it (see ClaimDeliveries).
+func collectFanOut(rows pgx.Rows) ([]fanTarget, error) {
 	return pgx.CollectRows(rows, func(row pgx.CollectableRow) (fanTarget, error) {
 		var t fanTarget
 		err := row.Scan(&t.id, &t.leasable)
