@@ -415,43 +415,36 @@ func (s *Store) releaseUncertain(ctx context.Context) {
 }
 
 // lockClaimed locks the rows of the subscriptions with ids that exist, in id order, and
-// returns what a claim needs of them.
+// returns what a claim needs of them. Its two statements go in one pipelined batch: the count
+// of leases starts once the rows are locked.
 func lockClaimed(ctx context.Context, tx pgx.Tx, ids []string, now int64) (map[string]claimed, error) {
-	rows, err := tx.Query(ctx, lockClaimedSQL, ids)
-	if err != nil {
-		return nil, err
-	}
 	subs := make(map[string]claimed, len(ids))
-	for rows.Next() {
+	b := &pgx.Batch{}
+	b.Queue(lockClaimedSQL, ids).Query(func(rows pgx.Rows) error {
 		var id string
 		var c claimed
-		if err := rows.Scan(&id, &c.active, &c.maxInFlight, &c.rateLimit, &c.rateNext); err != nil {
-			rows.Close()
-			return nil, err
-		}
-		subs[id] = c
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return nil, err
-	}
-	rows, err = tx.Query(ctx, leasedSQL, ids, now)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	for rows.Next() {
+		_, err := pgx.ForEachRow(rows, []any{&id, &c.active, &c.maxInFlight, &c.rateLimit, &c.rateNext}, func() error {
+			subs[id] = c
+			return nil
+		})
+		return err
+	})
+	b.Queue(leasedSQL, ids, now).Query(func(rows pgx.Rows) error {
 		var id string
 		var n int
-		if err := rows.Scan(&id, &n); err != nil {
-			return nil, err
-		}
-		if c, ok := subs[id]; ok {
-			c.leased = n
-			subs[id] = c
-		}
+		_, err := pgx.ForEachRow(rows, []any{&id, &n}, func() error {
+			if c, ok := subs[id]; ok {
+				c.leased = n
+				subs[id] = c
+			}
+			return nil
+		})
+		return err
+	})
+	if err := tx.SendBatch(ctx, b).Close(); err != nil {
+		return nil, err
 	}
-	return subs, rows.Err()
+	return subs, nil
 }
 
 // claimedEvents reads the claimed deliveries' events into the claims.
