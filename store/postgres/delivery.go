@@ -309,7 +309,9 @@ func (s *Store) ClaimDeliveries(ctx context.Context, opts store.ClaimOptions) (s
 		if err != nil {
 			return err
 		}
-		for _, sc := range opts.Subscriptions {
+		perSub := make([][]*store.Claim, len(opts.Subscriptions)) // the claims, by request
+		var plain []plainClaim
+		for i, sc := range opts.Subscriptions {
 			if sc.Limit <= 0 {
 				continue
 			}
@@ -336,20 +338,34 @@ func (s *Store) ClaimDeliveries(ctx context.Context, opts store.ClaimOptions) (s
 			case grant <= 0: // its rate allows nothing before rate_next_at
 			case sc.FIFO:
 				claims, err = claimHead(ctx, tx, sc.ID, now, until, res.NextDue)
+			case sub.rateLimit <= 0:
+				plain = append(plain, plainClaim{at: i, sub: sc.ID, limit: grant})
+				continue
 			default:
 				claims, err = claimDue(ctx, tx, sc.ID, grant, now, until, res.NextDue)
 			}
 			if err != nil {
 				return fmt.Errorf("subscription %q: %w", sc.ID, err)
 			}
-			res.Claims = append(res.Claims, claims...)
+			perSub[i] = claims
 			if sub.rateLimit > 0 {
 				if err := rateGranted(ctx, tx, sc.ID, sub.rateNext, now, interval, len(claims), res.NextDue); err != nil {
 					return fmt.Errorf("subscription %q: %w", sc.ID, err)
 				}
 			}
 		}
-		return claimedEvents(ctx, tx, res.Claims)
+		b, err := claimPlain(ctx, tx, plain, perSub, now, until, res.NextDue)
+		if err != nil {
+			return err
+		}
+		for _, claims := range perSub {
+			res.Claims = append(res.Claims, claims...)
+		}
+		queueClaimedEvents(b, res.Claims)
+		if b.Len() == 0 {
+			return nil
+		}
+		return tx.SendBatch(ctx, b).Close()
 	})
 	if err != nil {
 		s.noteUncertain(res.Claims)
@@ -447,41 +463,89 @@ func lockClaimed(ctx context.Context, tx pgx.Tx, ids []string, now int64) (map[s
 	return subs, nil
 }
 
-// claimedEvents reads the claimed deliveries' events into the claims.
-func claimedEvents(ctx context.Context, tx pgx.Tx, claims []*store.Claim) error {
+// plainClaim is the claim of a subscription with no rate limit and no fifo, at its place in
+// the claim's requests.
+type plainClaim struct {
+	at    int
+	sub   string
+	limit int
+}
+
+// claimPlain leases the due deliveries of plain claims, into perSub at their places, all in
+// one pipelined batch. It returns a batch with, queued, the look-ups of when the subscriptions
+// that got fewer than their limit have their next unleased delivery due (into nextDue), for its
+// caller to send with its own statements.
+func claimPlain(ctx context.Context, tx pgx.Tx, reqs []plainClaim, perSub [][]*store.Claim, now, until int64, nextDue map[string]time.Time) (*pgx.Batch, error) {
+	next := &pgx.Batch{}
+	if len(reqs) == 0 {
+		return next, nil
+	}
+	b := &pgx.Batch{}
+	for _, r := range reqs {
+		b.Queue(claimSQL, until, r.sub, now, r.limit).Query(func(rows pgx.Rows) error {
+			claims, err := scanClaims(rows)
+			if err != nil {
+				return fmt.Errorf("subscription %q: %w", r.sub, err)
+			}
+			perSub[r.at] = claims
+			return nil
+		})
+	}
+	if err := tx.SendBatch(ctx, b).Close(); err != nil {
+		return nil, err
+	}
+	for _, r := range reqs {
+		if len(perSub[r.at]) == r.limit {
+			continue
+		}
+		// The rest is not due yet, or leased.
+		next.Queue(nextDueSQL, r.sub, now).Query(func(rows pgx.Rows) error {
+			var at int64
+			_, err := pgx.ForEachRow(rows, []any{&at}, func() error {
+				nextDue[r.sub] = time.Unix(0, at).UTC()
+				return nil
+			})
+			if err != nil {
+				return fmt.Errorf("subscription %q: %w", r.sub, err)
+			}
+			return nil
+		})
+	}
+	return next, nil
+}
+
+// queueClaimedEvents queues on b the read of the claimed deliveries' events into the claims.
+func queueClaimedEvents(b *pgx.Batch, claims []*store.Claim) {
 	if len(claims) == 0 {
-		return nil
+		return
 	}
 	ids := make([]string, len(claims))
 	for i, c := range claims {
 		ids[i] = c.Delivery.EventID
 	}
-	rows, err := tx.Query(ctx, claimedEventsSQL, ids)
-	if err != nil {
-		return err
-	}
-	defer rows.Close()
-	events := make(map[string]*store.Event, len(ids))
-	for rows.Next() {
-		var ev store.Event
-		var recv int64
-		if err := rows.Scan(&ev.ID, &ev.Type, &ev.Payload, &ev.TraceParent, &recv); err != nil {
+	b.Queue(claimedEventsSQL, ids).Query(func(rows pgx.Rows) error {
+		events := make(map[string]*store.Event, len(ids))
+		var (
+			ev   store.Event
+			recv int64
+		)
+		if _, err := pgx.ForEachRow(rows, []any{&ev.ID, &ev.Type, &ev.Payload, &ev.TraceParent, &recv}, func() error {
+			e := ev
+			e.ReceivedAt = time.Unix(0, recv).UTC()
+			events[e.ID] = &e
+			return nil
+		}); err != nil {
 			return err
 		}
-		ev.ReceivedAt = time.Unix(0, recv).UTC()
-		events[ev.ID] = &ev
-	}
-	if err := rows.Err(); err != nil {
-		return err
-	}
-	for _, c := range claims {
-		ev, ok := events[c.Delivery.EventID]
-		if !ok {
-			return fmt.Errorf("event %q: %w", c.Delivery.EventID, store.ErrNotFound)
+		for _, c := range claims {
+			ev, ok := events[c.Delivery.EventID]
+			if !ok {
+				return fmt.Errorf("event %q: %w", c.Delivery.EventID, store.ErrNotFound)
+			}
+			c.Event, c.Delivery.EventType = ev, ev.Type
 		}
-		c.Event, c.Delivery.EventType = ev, ev.Type
-	}
-	return nil
+		return nil
+	})
 }
 
 // claimDue leases up to limit due deliveries of one subscription; when it finds fewer, it notes
