@@ -13,63 +13,127 @@ import (
 	"github.com/webhookgw/gateway/store"
 )
 
-// IngestEvents stores events and their deliveries in one transaction. It notifies the other
-// replicas when it stored deliveries it did not lease at birth. It asks opts.Lease only about
-// subscriptions with no limit of their own to hold across replicas (no max_in_flight, no
-// rate_limit, not fifo): those are counted in the claim, under the subscription's row lock.
+// IngestEvents stores events and their deliveries in one transaction of a few round trips,
+// whatever the number of events: the fan-outs of the events' types in one pipelined batch, the
+// events in one statement, then their deliveries in one. It notifies the other replicas when it
+// stored deliveries it did not lease at birth. It asks opts.Lease only about subscriptions with
+// no limit of their own to hold across replicas (no max_in_flight, no rate_limit, not fifo):
+// those are counted in the claim, under the subscription's row lock.
 func (s *Store) IngestEvents(ctx context.Context, events []*store.Event, opts store.IngestOptions) ([]store.IngestResult, error) {
 	results := make([]store.IngestResult, len(events))
 	until := opts.LeaseUntil.UnixNano()
 	err := s.inTxOnce(ctx, func(tx pgx.Tx) error {
 		targets := make(map[string][]fanTarget) // by event type, read once a transaction
-		unleased := 0
-		for i, ev := range events {
-			subs, ok := targets[ev.Type]
-			if !ok {
-				var err error
-				if subs, err = fanOut(ctx, tx, ev.Type); err != nil {
-					return err
-				}
-				targets[ev.Type] = subs
-			}
-			at := ev.ReceivedAt.UnixNano()
-			tag, err := tx.Exec(ctx, insertEventSQL, ev.ID, ev.Type, ev.Payload, ev.TraceParent, len(subs), at)
-			if err != nil {
-				return err
-			}
-			if tag.RowsAffected() == 0 {
-				r := store.IngestResult{ID: ev.ID, Duplicate: true}
-				if err := tx.QueryRow(ctx, duplicateEventSQL, ev.ID).Scan(&r.Type, &r.Deliveries); err != nil {
-					return err
-				}
-				results[i] = r
+		b := &pgx.Batch{}
+		for _, ev := range events {
+			if _, ok := targets[ev.Type]; ok {
 				continue
 			}
+			targets[ev.Type] = nil
+			b.Queue(fanOutSQL, ev.Type).Query(func(rows pgx.Rows) error {
+				subs, err := collectFanOut(rows)
+				targets[ev.Type] = subs
+				return err
+			})
+		}
+		if err := tx.SendBatch(ctx, b).Close(); err != nil {
+			return err
+		}
+
+		first := make(map[string]int, len(events)) // the index of each id's first event
+		var e struct {                             // the events with new ids, as insertEventsSQL takes them
+			ids, types, traceParents []string
+			payloads                 [][]byte
+			counts                   []int32
+			at                       []int64
+		}
+		for i, ev := range events {
+			if _, ok := first[ev.ID]; ok {
+				continue
+			}
+			first[ev.ID] = i
+			e.ids, e.types, e.traceParents = append(e.ids, ev.ID), append(e.types, ev.Type), append(e.traceParents, ev.TraceParent)
+			e.payloads, e.counts = append(e.payloads, ev.Payload), append(e.counts, int32(len(targets[ev.Type])))
+			e.at = append(e.at, ev.ReceivedAt.UnixNano())
+		}
+		inserted := make(map[string]bool, len(e.ids))
+		rows, err := tx.Query(ctx, insertEventsSQL, e.ids, e.types, e.payloads, e.traceParents, e.counts, e.at)
+		if err != nil {
+			return err
+		}
+		var id string
+		if _, err := pgx.ForEachRow(rows, []any{&id}, func() error {
+			inserted[id] = true
+			return nil
+		}); err != nil {
+			return err
+		}
+
+		var (
+			dups                   []string // stored before this transaction
+			ids, eventIDs, subIDs  []string
+			at, leaseUntil, tokens []int64
+			unleased               int
+		)
+		for i, ev := range events {
+			switch f := first[ev.ID]; {
+			case f != i && inserted[ev.ID]: // a duplicate of an earlier event of this batch
+				results[i] = store.IngestResult{ID: ev.ID, Type: results[f].Type, Deliveries: results[f].Deliveries, Duplicate: true}
+				continue
+			case !inserted[ev.ID]:
+				dups = append(dups, ev.ID)
+				continue
+			}
+			subs := targets[ev.Type]
 			r := store.IngestResult{ID: ev.ID, Type: ev.Type, Deliveries: len(subs)}
-			if len(subs) > 0 {
-				ids := make([]string, len(subs))
-				leaseUntil := make([]int64, len(subs))
-				tokens := make([]int64, len(subs))
-				for j, sub := range subs {
-					ids[j] = opts.NewID()
-					r.Targets = append(r.Targets, sub.id)
-					if sub.leasable && opts.Lease != nil && opts.Lease(sub.id) {
-						leaseUntil[j], tokens[j] = until, 1
-						r.Claims = append(r.Claims, bornClaim(ids[j], ev, sub.id, 1))
-					} else {
-						unleased++
-					}
+			for _, sub := range subs {
+				id := opts.NewID()
+				r.Targets = append(r.Targets, sub.id)
+				var lease, token int64
+				if sub.leasable && opts.Lease != nil && opts.Lease(sub.id) {
+					lease, token = until, 1
+					r.Claims = append(r.Claims, bornClaim(id, ev, sub.id, 1))
+				} else {
+					unleased++
 				}
-				if _, err := tx.Exec(ctx, insertDeliveriesSQL, ids, ev.ID, r.Targets, at, leaseUntil, tokens); err != nil {
-					return err
-				}
+				ids, eventIDs, subIDs = append(ids, id), append(eventIDs, ev.ID), append(subIDs, sub.id)
+				at, leaseUntil, tokens = append(at, ev.ReceivedAt.UnixNano()), append(leaseUntil, lease), append(tokens, token)
 			}
 			results[i] = r
 		}
-		if unleased > 0 {
-			return s.notifyDue(ctx, tx)
+		b = &pgx.Batch{}
+		if len(dups) > 0 {
+			b.Queue(duplicateEventsSQL, dups).Query(func(rows pgx.Rows) error {
+				var (
+					id, typ string
+					n       int
+				)
+				stored := make(map[string]store.IngestResult, len(dups))
+				if _, err := pgx.ForEachRow(rows, []any{&id, &typ, &n}, func() error {
+					stored[id] = store.IngestResult{ID: id, Type: typ, Deliveries: n, Duplicate: true}
+					return nil
+				}); err != nil {
+					return err
+				}
+				for i, ev := range events {
+					if !inserted[ev.ID] {
+						r, ok := stored[ev.ID]
+						if !ok { // deleted (pruned) since its insert conflicted: as a lost row would
+							return fmt.Errorf("event %q: %w", ev.ID, pgx.ErrNoRows)
+						}
+						results[i] = r
+					}
+				}
+				return nil
+			})
 		}
-		return nil
+		if len(ids) > 0 {
+			b.Queue(insertDeliveriesSQL, ids, eventIDs, subIDs, at, leaseUntil, tokens)
+		}
+		if unleased > 0 {
+			b.Queue(notifyDueSQL, s.dueChannel, s.origin)
+		}
+		return tx.SendBatch(ctx, b).Close()
 	})
 	if err != nil {
 		return nil, err
@@ -78,29 +142,27 @@ func (s *Store) IngestEvents(ctx context.Context, events []*store.Event, opts st
 }
 
 const (
-	insertEventSQL = `INSERT INTO events (id, type, payload, traceparent, deliveries, received_at)
-		VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING`
-	// insertDeliveriesSQL stores one event's deliveries, due at once, in the order of the
-	// subscriptions (seq follows it).
+	// insertEventsSQL stores events with new ids, and returns those ids.
+	insertEventsSQL = `INSERT INTO events (id, type, payload, traceparent, deliveries, received_at)
+		SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[], $4::text[], $5::integer[], $6::bigint[])
+		ON CONFLICT (id) DO NOTHING RETURNING id`
+	// insertDeliveriesSQL stores deliveries, due at once, in the order given (seq follows it).
 	insertDeliveriesSQL = `INSERT INTO deliveries (id, event_id, subscription_id, status, next_attempt_at, created_at, updated_at,
 		lease_until, lease_token)
-		SELECT d.id, $2, d.subscription_id, 'pending', $4, $4, $4, d.lease_until, d.lease_token
-		FROM unnest($1::text[], $3::text[], $5::bigint[], $6::bigint[]) AS d (id, subscription_id, lease_until, lease_token)`
-	duplicateEventSQL = "SELECT type, deliveries FROM events WHERE id = $1"
+		SELECT d.id, d.event_id, d.subscription_id, 'pending', d.at, d.at, d.at, d.lease_until, d.lease_token
+		FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::bigint[])
+		AS d (id, event_id, subscription_id, at, lease_until, lease_token)`
+	duplicateEventsSQL = "SELECT id, type, deliveries FROM events WHERE id = ANY($1)"
 	// fanOutSQL is the active subscriptions an event type fans out to, in creation order.
 	fanOutSQL = `SELECT id, max_in_flight = 0 AND rate_limit = 0 AND ordering = '' FROM subscriptions WHERE active
 		AND (events::jsonb @> jsonb_build_array($1::text) OR events::jsonb @> '["*"]') ORDER BY created_at, id`
 )
 
-// fanOut returns the ids of the active subscriptions an event of eventType fans out to, in
-// creation order. It reads them in the ingest's transaction, so that it never uses a stale list
-// (another replica may have changed them a moment ago). A subscription deactivated while the
-// ingest runs may still get a delivery: the claim pauses it (see claimSubscriptions).
-func fanOut(ctx context.Context, tx pgx.Tx, eventType string) ([]fanTarget, error) {
-	rows, err := tx.Query(ctx, fanOutSQL, eventType)
-	if err != nil {
-		return nil, err
-	}
+// collectFanOut reads the rows of fanOutSQL: the active subscriptions an event type fans out
+// to, in creation order. They are read in the ingest's transaction, so that it never uses a
+// stale list (another replica may have changed them a moment ago). A subscription deactivated
+// while the ingest runs may still get a delivery: the claim pauses it (see ClaimDeliveries).
+func collectFanOut(rows pgx.Rows) ([]fanTarget, error) {
 	return pgx.CollectRows(rows, func(row pgx.CollectableRow) (fanTarget, error) {
 		var t fanTarget
 		err := row.Scan(&t.id, &t.leasable)
@@ -247,7 +309,9 @@ func (s *Store) ClaimDeliveries(ctx context.Context, opts store.ClaimOptions) (s
 		if err != nil {
 			return err
 		}
-		for _, sc := range opts.Subscriptions {
+		perSub := make([][]*store.Claim, len(opts.Subscriptions)) // the claims, by request
+		var plain []plainClaim
+		for i, sc := range opts.Subscriptions {
 			if sc.Limit <= 0 {
 				continue
 			}
@@ -274,20 +338,34 @@ func (s *Store) ClaimDeliveries(ctx context.Context, opts store.ClaimOptions) (s
 			case grant <= 0: // its rate allows nothing before rate_next_at
 			case sc.FIFO:
 				claims, err = claimHead(ctx, tx, sc.ID, now, until, res.NextDue)
+			case sub.rateLimit <= 0:
+				plain = append(plain, plainClaim{at: i, sub: sc.ID, limit: grant})
+				continue
 			default:
 				claims, err = claimDue(ctx, tx, sc.ID, grant, now, until, res.NextDue)
 			}
 			if err != nil {
 				return fmt.Errorf("subscription %q: %w", sc.ID, err)
 			}
-			res.Claims = append(res.Claims, claims...)
+			perSub[i] = claims
 			if sub.rateLimit > 0 {
 				if err := rateGranted(ctx, tx, sc.ID, sub.rateNext, now, interval, len(claims), res.NextDue); err != nil {
 					return fmt.Errorf("subscription %q: %w", sc.ID, err)
 				}
 			}
 		}
-		return claimedEvents(ctx, tx, res.Claims)
+		b, err := claimPlain(ctx, tx, plain, perSub, now, until, res.NextDue)
+		if err != nil {
+			return err
+		}
+		for _, claims := range perSub {
+			res.Claims = append(res.Claims, claims...)
+		}
+		queueClaimedEvents(b, res.Claims)
+		if b.Len() == 0 {
+			return nil
+		}
+		return tx.SendBatch(ctx, b).Close()
 	})
 	if err != nil {
 		s.noteUncertain(res.Claims)
@@ -353,80 +431,121 @@ func (s *Store) releaseUncertain(ctx context.Context) {
 }
 
 // lockClaimed locks the rows of the subscriptions with ids that exist, in id order, and
-// returns what a claim needs of them.
+// returns what a claim needs of them. Its two statements go in one pipelined batch: the count
+// of leases starts once the rows are locked.
 func lockClaimed(ctx context.Context, tx pgx.Tx, ids []string, now int64) (map[string]claimed, error) {
-	rows, err := tx.Query(ctx, lockClaimedSQL, ids)
-	if err != nil {
-		return nil, err
-	}
 	subs := make(map[string]claimed, len(ids))
-	for rows.Next() {
+	b := &pgx.Batch{}
+	b.Queue(lockClaimedSQL, ids).Query(func(rows pgx.Rows) error {
 		var id string
 		var c claimed
-		if err := rows.Scan(&id, &c.active, &c.maxInFlight, &c.rateLimit, &c.rateNext); err != nil {
-			rows.Close()
-			return nil, err
-		}
-		subs[id] = c
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return nil, err
-	}
-	rows, err = tx.Query(ctx, leasedSQL, ids, now)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	for rows.Next() {
+		_, err := pgx.ForEachRow(rows, []any{&id, &c.active, &c.maxInFlight, &c.rateLimit, &c.rateNext}, func() error {
+			subs[id] = c
+			return nil
+		})
+		return err
+	})
+	b.Queue(leasedSQL, ids, now).Query(func(rows pgx.Rows) error {
 		var id string
 		var n int
-		if err := rows.Scan(&id, &n); err != nil {
-			return nil, err
-		}
-		if c, ok := subs[id]; ok {
-			c.leased = n
-			subs[id] = c
-		}
+		_, err := pgx.ForEachRow(rows, []any{&id, &n}, func() error {
+			if c, ok := subs[id]; ok {
+				c.leased = n
+				subs[id] = c
+			}
+			return nil
+		})
+		return err
+	})
+	if err := tx.SendBatch(ctx, b).Close(); err != nil {
+		return nil, err
 	}
-	return subs, rows.Err()
+	return subs, nil
 }
 
-// claimedEvents reads the claimed deliveries' events into the claims.
-func claimedEvents(ctx context.Context, tx pgx.Tx, claims []*store.Claim) error {
+// plainClaim is the claim of a subscription with no rate limit and no fifo, at its place in
+// the claim's requests.
+type plainClaim struct {
+	at    int
+	sub   string
+	limit int
+}
+
+// claimPlain leases the due deliveries of plain claims, into perSub at their places, all in
+// one pipelined batch. It returns a batch with, queued, the look-ups of when the subscriptions
+// that got fewer than their limit have their next unleased delivery due (into nextDue), for its
+// caller to send with its own statements.
+func claimPlain(ctx context.Context, tx pgx.Tx, reqs []plainClaim, perSub [][]*store.Claim, now, until int64, nextDue map[string]time.Time) (*pgx.Batch, error) {
+	next := &pgx.Batch{}
+	if len(reqs) == 0 {
+		return next, nil
+	}
+	b := &pgx.Batch{}
+	for _, r := range reqs {
+		b.Queue(claimSQL, until, r.sub, now, r.limit).Query(func(rows pgx.Rows) error {
+			claims, err := scanClaims(rows)
+			if err != nil {
+				return fmt.Errorf("subscription %q: %w", r.sub, err)
+			}
+			perSub[r.at] = claims
+			return nil
+		})
+	}
+	if err := tx.SendBatch(ctx, b).Close(); err != nil {
+		return nil, err
+	}
+	for _, r := range reqs {
+		if len(perSub[r.at]) == r.limit {
+			continue
+		}
+		// The rest is not due yet, or leased.
+		next.Queue(nextDueSQL, r.sub, now).Query(func(rows pgx.Rows) error {
+			var at int64
+			_, err := pgx.ForEachRow(rows, []any{&at}, func() error {
+				nextDue[r.sub] = time.Unix(0, at).UTC()
+				return nil
+			})
+			if err != nil {
+				return fmt.Errorf("subscription %q: %w", r.sub, err)
+			}
+			return nil
+		})
+	}
+	return next, nil
+}
+
+// queueClaimedEvents queues on b the read of the claimed deliveries' events into the claims.
+func queueClaimedEvents(b *pgx.Batch, claims []*store.Claim) {
 	if len(claims) == 0 {
-		return nil
+		return
 	}
 	ids := make([]string, len(claims))
 	for i, c := range claims {
 		ids[i] = c.Delivery.EventID
 	}
-	rows, err := tx.Query(ctx, claimedEventsSQL, ids)
-	if err != nil {
-		return err
-	}
-	defer rows.Close()
-	events := make(map[string]*store.Event, len(ids))
-	for rows.Next() {
-		var ev store.Event
-		var recv int64
-		if err := rows.Scan(&ev.ID, &ev.Type, &ev.Payload, &ev.TraceParent, &recv); err != nil {
+	b.Queue(claimedEventsSQL, ids).Query(func(rows pgx.Rows) error {
+		events := make(map[string]*store.Event, len(ids))
+		var (
+			ev   store.Event
+			recv int64
+		)
+		if _, err := pgx.ForEachRow(rows, []any{&ev.ID, &ev.Type, &ev.Payload, &ev.TraceParent, &recv}, func() error {
+			e := ev
+			e.ReceivedAt = time.Unix(0, recv).UTC()
+			events[e.ID] = &e
+			return nil
+		}); err != nil {
 			return err
 		}
-		ev.ReceivedAt = time.Unix(0, recv).UTC()
-		events[ev.ID] = &ev
-	}
-	if err := rows.Err(); err != nil {
-		return err
-	}
-	for _, c := range claims {
-		ev, ok := events[c.Delivery.EventID]
-		if !ok {
-			return fmt.Errorf("event %q: %w", c.Delivery.EventID, store.ErrNotFound)
+		for _, c := range claims {
+			ev, ok := events[c.Delivery.EventID]
+			if !ok {
+				return fmt.Errorf("event %q: %w", c.Delivery.EventID, store.ErrNotFound)
+			}
+			c.Event, c.Delivery.EventType = ev, ev.Type
 		}
-		c.Event, c.Delivery.EventType = ev, ev.Type
-	}
-	return nil
+		return nil
+	})
 }
 
 // claimDue leases up to limit due deliveries of one subscription; when it finds fewer, it notes
@@ -520,31 +639,92 @@ func scanClaims(rows pgx.Rows) ([]*store.Claim, error) {
 }
 
 const (
+	// lockOutcomeSubscriptionsSQL reads what store.ApplyOutcome needs of the outcomes'
+	// subscriptions that exist, locking their rows in id order.
+	lockOutcomeSubscriptionsSQL = `SELECT id, active, deactivated_at, in_error_state, error_state_reason,
+		detected_error_state_at, consecutive_failures FROM subscriptions WHERE id = ANY($1) ORDER BY id FOR UPDATE`
+	// outcomeSubscriptionSQL writes back what store.ApplyOutcome changed.
+	outcomeSubscriptionSQL = `UPDATE subscriptions SET active = $2, deactivated_at = $3, in_error_state = $4,
+		error_state_reason = $5, detected_error_state_at = $6, consecutive_failures = $7 WHERE id = $1`
+	lockDeliveriesSQL = "SELECT 1 FROM deliveries WHERE id = ANY($1) ORDER BY id FOR UPDATE"
+	// insertAttemptsSQL records the attempts of every outcome, in order, in one statement.
 	insertAttemptsSQL = `INSERT INTO attempts (delivery_id, attempted_at, duration, status_code, error, response_body, trace_id)
-		SELECT $1, a.* FROM unnest($2::bigint[], $3::bigint[], $4::integer[], $5::text[], $6::bytea[], $7::text[])
-		AS a (attempted_at, duration, status_code, error, response_body, trace_id)`
-	// completeDeliverySQL applies an outcome while the claim's token holds. A retry asked for
-	// during the round (retry_requested) makes the delivery due again at once instead, unless
-	// its subscription is gone ($11 false).
-	completeDeliverySQL = `UPDATE deliveries SET
-		status = CASE WHEN retry_requested AND $11::boolean THEN 'pending' ELSE $1::text END,
-		attempts = attempts + $2, step = step + $3,
-		next_attempt_at = CASE WHEN retry_requested AND $11::boolean THEN $7::bigint ELSE $4::bigint END,
-		lease_until = 0, last_status_code = $5, last_error = $6, updated_at = $7::bigint,
-		finished_at = CASE WHEN retry_requested AND $11::boolean THEN NULL ELSE $8::bigint END,
+		SELECT a.* FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::integer[], $5::text[], $6::bytea[], $7::text[])
+		AS a (delivery_id, attempted_at, duration, status_code, error, response_body, trace_id)`
+	// completeDeliveriesSQL applies each outcome while its claim's token holds, and returns the
+	// ids of the deliveries it applied. A retry asked for during the round (retry_requested)
+	// makes the delivery due again at once instead, unless its subscription is gone (o.subscribed
+	// false).
+	completeDeliveriesSQL = `UPDATE deliveries d SET
+		status = CASE WHEN d.retry_requested AND o.subscribed THEN 'pending' ELSE o.status END,
+		attempts = d.attempts + o.attempts, step = d.step + o.step,
+		next_attempt_at = CASE WHEN d.retry_requested AND o.subscribed THEN $11::bigint ELSE o.next_attempt_at END,
+		lease_until = 0, last_status_code = o.status_code, last_error = o.error, updated_at = $11::bigint,
+		finished_at = CASE WHEN d.retry_requested AND o.subscribed THEN NULL ELSE o.finished_at END,
 		retry_requested = false
-		WHERE id = $9 AND lease_token = $10 AND status = 'pending'`
-	// staleAttemptsSQL counts the attempts of a stale outcome, which are recorded as they
-	// happened although the outcome is not applied.
-	staleAttemptsSQL = "UPDATE deliveries SET attempts = attempts + $1 WHERE id = $2"
+		FROM unnest($1::text[], $2::bigint[], $3::text[], $4::integer[], $5::integer[], $6::bigint[], $7::integer[],
+			$8::text[], $9::bigint[], $10::boolean[])
+		AS o (id, token, status, attempts, step, next_attempt_at, status_code, error, finished_at, subscribed)
+		WHERE d.id = o.id AND d.lease_token = o.token AND d.status = 'pending'
+		RETURNING d.id`
+	// staleAttemptsSQL counts the attempts of stale outcomes (whose token no longer holds), which
+	// are recorded as they happened although the outcomes are not applied. It runs before
+	// completeDeliveriesSQL, which would make an applied row look stale to it.
+	staleAttemptsSQL = `UPDATE deliveries d SET attempts = d.attempts + o.attempts
+		FROM unnest($1::text[], $2::bigint[], $3::integer[]) AS o (id, token, attempts)
+		WHERE d.id = o.id AND NOT (d.lease_token = o.token AND d.status = 'pending')`
 )
 
-// CompleteDeliveries records outcomes, each while its claim's token holds, in one transaction.
+// completion is CompleteDeliveries' statements' arguments for a batch of outcomes, one
+// element an outcome (an attempt, for the attempts').
+type completion struct {
+	// The deliveries' update.
+	ids, statuses, lastErrors []string
+	tokens                    []int64
+	next                      []*int64
+	finishedAt                []*int64
+	attempts, steps           []int32
+	codes                     []int32
+	subscribed                []bool
+	// The stale outcomes' attempt counts, for outcomes with attempts.
+	countIDs    []string
+	countTokens []int64
+	counts      []int32
+	// The attempts.
+	attemptIDs           []string
+	attemptAt, durations []int64
+	attemptCodes         []int32
+	attemptErrs, traces  []string
+	bodies               [][]byte
+}
+
+// add appends an outcome's arguments.
+func (c *completion) add(o *store.Outcome, status store.DeliveryStatus, step int, next, finished *int64, lastError string, subscribed bool) {
+	var last store.Attempt
+	if len(o.Attempts) > 0 {
+		last = o.Attempts[len(o.Attempts)-1]
+		c.countIDs, c.countTokens, c.counts = append(c.countIDs, o.DeliveryID), append(c.countTokens, o.Token), append(c.counts, int32(len(o.Attempts)))
+	}
+	c.ids, c.tokens, c.statuses = append(c.ids, o.DeliveryID), append(c.tokens, o.Token), append(c.statuses, string(status))
+	c.attempts, c.steps, c.next = append(c.attempts, int32(len(o.Attempts))), append(c.steps, int32(step)), append(c.next, next)
+	c.codes, c.lastErrors = append(c.codes, int32(last.StatusCode)), append(c.lastErrors, lastError)
+	c.finishedAt, c.subscribed = append(c.finishedAt, finished), append(c.subscribed, subscribed)
+	for _, a := range o.Attempts {
+		c.attemptIDs, c.attemptAt, c.durations = append(c.attemptIDs, o.DeliveryID), append(c.attemptAt, a.At.UnixNano()), append(c.durations, int64(a.Duration))
+		c.attemptCodes, c.attemptErrs = append(c.attemptCodes, int32(a.StatusCode)), append(c.attemptErrs, a.Error)
+		c.bodies, c.traces = append(c.bodies, a.ResponseBody), append(c.traces, a.TraceID)
+	}
+}
+
+// CompleteDeliveries records outcomes, each while its claim's token holds, in one transaction
+// of a few round trips, whatever the number of outcomes: every statement is set-based, and
+// the statements that do not depend on an earlier one's answer go in one pipelined batch.
 //
 // The transaction locks the outcomes' subscription rows in id order, then their delivery rows
 // in id order, before it changes any: two replicas completing overlapping batches queue rather
 // than deadlock, and a subscription's state (ApplyOutcome's read-modify-write) is never changed
-// by two at once.
+// by two at once. A subscription whose state no outcome changes (a success when it counts no
+// failures and is not in the error state) is not written.
 func (s *Store) CompleteDeliveries(ctx context.Context, outcomes []*store.Outcome, policy store.ErrorPolicy, now time.Time) ([]string, error) {
 	var stale []string
 	changed := false
@@ -556,29 +736,30 @@ func (s *Store) CompleteDeliveries(ctx context.Context, outcomes []*store.Outcom
 	slices.Sort(subIDs)
 	slices.Sort(deliveryIDs)
 	subIDs, deliveryIDs = slices.Compact(subIDs), slices.Compact(deliveryIDs)
+	at := now.UnixNano()
 	err := s.inTx(ctx, func(tx pgx.Tx) error {
 		stale, changed = nil, false
-		subs, err := s.lockSubscriptions(ctx, tx, subIDs) // missing: deleted meanwhile
-		if err != nil {
+		var subs map[string]*store.Subscription // missing: deleted meanwhile
+		b := &pgx.Batch{}
+		b.Queue(lockOutcomeSubscriptionsSQL, subIDs).Query(func(rows pgx.Rows) error {
+			var err error
+			subs, err = scanOutcomeSubscriptions(rows)
+			return err
+		})
+		b.Queue(lockDeliveriesSQL, deliveryIDs)
+		if err := tx.SendBatch(ctx, b).Close(); err != nil {
 			return err
 		}
-		if _, err := tx.Exec(ctx, "SELECT 1 FROM deliveries WHERE id = ANY($1) ORDER BY id FOR UPDATE", deliveryIDs); err != nil {
-			return err
-		}
-		dirty := make(map[string]store.Subscription) // changed subscriptions, as they were
-		at := now.UnixNano()
+
+		var c completion
 		for _, o := range outcomes {
 			var last store.Attempt
 			if len(o.Attempts) > 0 {
-				if err := insertAttempts(ctx, tx, o.DeliveryID, o.Attempts); err != nil {
-					return err
-				}
 				last = o.Attempts[len(o.Attempts)-1]
 			}
-			sub := subs[o.SubscriptionID]
 			status, step, next, finished := store.Failed, 0, (*int64)(nil), &at
 			lastError := last.Error
-			subscribed := sub != nil && !o.SubscriptionDeleted // a retry asked for may run
+			subscribed := subs[o.SubscriptionID] != nil && !o.SubscriptionDeleted // a retry asked for may run
 			switch {
 			case o.Succeeded:
 				status = store.Succeeded
@@ -589,20 +770,34 @@ func (s *Store) CompleteDeliveries(ctx context.Context, outcomes []*store.Outcom
 			case o.NextAttemptAt != nil:
 				status, step, next, finished = store.Pending, 1, nanos(o.NextAttemptAt), nil
 			}
-			tag, err := tx.Exec(ctx, completeDeliverySQL, string(status), len(o.Attempts), step, next, last.StatusCode, lastError,
-				at, finished, o.DeliveryID, o.Token, subscribed)
-			if err != nil {
-				return err
-			}
-			if tag.RowsAffected() == 0 {
+			c.add(o, status, step, next, finished, lastError, subscribed)
+		}
+		applied := make(map[string]bool, len(outcomes))
+		b = &pgx.Batch{}
+		if len(c.attemptIDs) > 0 {
+			b.Queue(insertAttemptsSQL, c.attemptIDs, c.attemptAt, c.durations, c.attemptCodes, c.attemptErrs, c.bodies, c.traces)
+			b.Queue(staleAttemptsSQL, c.countIDs, c.countTokens, c.counts)
+		}
+		b.Queue(completeDeliveriesSQL, c.ids, c.tokens, c.statuses, c.attempts, c.steps, c.next, c.codes, c.lastErrors,
+			c.finishedAt, c.subscribed, at).Query(func(rows pgx.Rows) error {
+			var id string
+			_, err := pgx.ForEachRow(rows, []any{&id}, func() error {
+				applied[id] = true
+				return nil
+			})
+			return err
+		})
+		if err := tx.SendBatch(ctx, b).Close(); err != nil {
+			return err
+		}
+
+		dirty := make(map[string]store.Subscription) // changed subscriptions, as they were
+		for _, o := range outcomes {
+			if !applied[o.DeliveryID] {
 				stale = append(stale, o.DeliveryID)
-				if len(o.Attempts) > 0 {
-					if _, err := tx.Exec(ctx, staleAttemptsSQL, len(o.Attempts), o.DeliveryID); err != nil {
-						return err
-					}
-				}
 				continue
 			}
+			sub := subs[o.SubscriptionID]
 			if sub == nil || len(o.Attempts) == 0 || o.Interrupted {
 				continue
 			}
@@ -613,28 +808,29 @@ func (s *Store) CompleteDeliveries(ctx context.Context, outcomes []*store.Outcom
 				}
 			}
 		}
+		b = &pgx.Batch{}
 		for _, id := range subIDs {
 			before, ok := dirty[id]
 			if !ok {
 				continue
 			}
 			sub := subs[id]
-			if err := s.updateSubscription(ctx, tx, sub); err != nil {
-				return err
-			}
+			b.Queue(outcomeSubscriptionSQL, id, sub.Active, nanos(sub.DeactivatedAt), sub.InErrorState, sub.ErrorStateReason,
+				nanos(sub.DetectedErrorStateAt), sub.ConsecutiveFailures)
 			if sub.Active != before.Active {
-				if err := setPaused(ctx, tx, id, !sub.Active); err != nil {
-					return err
-				}
+				b.Queue(setPausedSQL, !sub.Active, id)
 			}
 			if sub.Active != before.Active || sub.InErrorState != before.InErrorState {
 				changed = true
 			}
 		}
 		if changed {
-			return s.subscriptionsChanged(ctx, tx)
+			b.Queue(subscriptionsChangedSQL, s.subscriptionsChannel)
 		}
-		return nil
+		if b.Len() == 0 {
+			return nil
+		}
+		return tx.SendBatch(ctx, b).Close()
 	})
 	if err != nil {
 		return nil, err
@@ -645,29 +841,31 @@ func (s *Store) CompleteDeliveries(ctx context.Context, outcomes []*store.Outcom
 	return stale, nil
 }
 
-// insertAttempts records a round's attempts, in order, in one statement.
-func insertAttempts(ctx context.Context, tx pgx.Tx, deliveryID string, attempts []store.Attempt) error {
-	n := len(attempts)
+// scanOutcomeSubscriptions reads the rows of lockOutcomeSubscriptionsSQL, by id.
+func scanOutcomeSubscriptions(rows pgx.Rows) (map[string]*store.Subscription, error) {
+	subs := make(map[string]*store.Subscription)
 	var (
-		at, duration = make([]int64, n), make([]int64, n)
-		codes        = make([]int32, n)
-		errs, traces = make([]string, n), make([]string, n)
-		bodies       = make([][]byte, n)
+		sub                       store.Subscription
+		deactivatedAt, detectedAt *int64
 	)
-	for i, a := range attempts {
-		at[i], duration[i], codes[i] = a.At.UnixNano(), int64(a.Duration), int32(a.StatusCode)
-		errs[i], bodies[i], traces[i] = a.Error, a.ResponseBody, a.TraceID
-	}
-	_, err := tx.Exec(ctx, insertAttemptsSQL, deliveryID, at, duration, codes, errs, bodies, traces)
-	return err
+	_, err := pgx.ForEachRow(rows, []any{&sub.ID, &sub.Active, &deactivatedAt, &sub.InErrorState, &sub.ErrorStateReason,
+		&detectedAt, &sub.ConsecutiveFailures}, func() error {
+		sub.DeactivatedAt, sub.DetectedErrorStateAt = fromNanos(deactivatedAt), fromNanos(detectedAt)
+		row := sub
+		subs[row.ID] = &row
+		return nil
+	})
+	return subs, err
 }
 
 // setPaused takes a subscription's pending deliveries off the due path (an inactive one's) or
 // puts them back.
 func setPaused(ctx context.Context, tx pgx.Tx, subID string, paused bool) error {
-	_, err := tx.Exec(ctx, "UPDATE deliveries SET paused = $1 WHERE subscription_id = $2 AND status = 'pending'", paused, subID)
+	_, err := tx.Exec(ctx, setPausedSQL, paused, subID)
 	return err
 }
+
+const setPausedSQL = "UPDATE deliveries SET paused = $1 WHERE subscription_id = $2 AND status = 'pending'"
 
 const (
 	releaseSQL = "UPDATE deliveries SET lease_until = 0 WHERE id = $1 AND lease_token = $2"

@@ -266,17 +266,21 @@ func (s *Store) inTxOnce(ctx context.Context, fn func(pgx.Tx) error) (err error)
 // statement of its transaction: the generation row is the last lock taken, never held while
 // waiting for another.
 func (s *Store) subscriptionsChanged(ctx context.Context, tx pgx.Tx) error {
-	_, err := tx.Exec(ctx, `WITH g AS (UPDATE subscription_generation SET generation = generation + 1 WHERE id = 1
-		RETURNING generation) SELECT pg_notify($1, g.generation::text) FROM g`, s.subscriptionsChannel)
+	_, err := tx.Exec(ctx, subscriptionsChangedSQL, s.subscriptionsChannel)
 	return err
 }
+
+const subscriptionsChangedSQL = `WITH g AS (UPDATE subscription_generation SET generation = generation + 1 WHERE id = 1
+	RETURNING generation) SELECT pg_notify($1, g.generation::text) FROM g`
 
 // notifyDue, inside a transaction that made deliveries due, tells the other replicas when it
 // commits. The payload names this Store, whose own listener ignores it: its caller knows.
 func (s *Store) notifyDue(ctx context.Context, tx pgx.Tx) error {
-	_, err := tx.Exec(ctx, "SELECT pg_notify($1, $2)", s.dueChannel, s.origin)
+	_, err := tx.Exec(ctx, notifyDueSQL, s.dueChannel, s.origin)
 	return err
 }
+
+const notifyDueSQL = "SELECT pg_notify($1, $2)"
 
 // SubscriptionGeneration grows with every committed change to a subscription that matters to
 // delivery, made through this Store or, as soon as its notification arrives, through another
@@ -434,25 +438,6 @@ func (s *Store) lockSubscription(ctx context.Context, tx pgx.Tx, id string) (*st
 		return nil, fmt.Errorf("subscription %q: %w", id, store.ErrNotFound)
 	}
 	return sub, err
-}
-
-// lockSubscriptions reads the subscriptions with ids that exist and locks their rows, in id
-// order, until the transaction ends.
-func (s *Store) lockSubscriptions(ctx context.Context, tx pgx.Tx, ids []string) (map[string]*store.Subscription, error) {
-	rows, err := tx.Query(ctx, "SELECT "+subscriptionColumns+" FROM subscriptions WHERE id = ANY($1) ORDER BY id FOR UPDATE", ids)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	subs := make(map[string]*store.Subscription, len(ids))
-	for rows.Next() {
-		sub, err := s.scanSubscription(rows)
-		if err != nil {
-			return nil, err
-		}
-		subs[sub.ID] = sub
-	}
-	return subs, rows.Err()
 }
 
 // ListSubscriptions returns subscriptions oldest first.

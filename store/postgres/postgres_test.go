@@ -624,3 +624,69 @@ func TestWritableReportsUnreachable(t *testing.T) {
 	p.start()
 	waitFor(t, "Writable once the database is back", func() bool { return s.Writable(ctx) == nil })
 }
+
+// One CompleteDeliveries batch that mixes applied and stale outcomes of one subscription, as
+// the set-based statements take them together: each applied outcome lands as if alone, a stale
+// one's attempts are logged and counted and nothing else, and the subscription's failures are
+// counted in the outcomes' order.
+func TestCompleteMixedBatch(t *testing.T) {
+	ctx := context.Background()
+	s := open(t, schema(t), postgres.Options{})
+	defer s.Close()
+	if err := s.CreateSubscription(ctx, subscription("a", store.Policy{})); err != nil {
+		t.Fatal(err)
+	}
+	ingest(t, s, 4)
+	now := base.Add(time.Second)
+	res, err := s.ClaimDeliveries(ctx, store.ClaimOptions{Now: now, LeaseUntil: now.Add(time.Minute),
+		Subscriptions: []store.SubscriptionClaim{{ID: "a", Limit: 10}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Claims) != 4 {
+		t.Fatalf("claimed %d, want 4", len(res.Claims))
+	}
+	c := res.Claims
+	ok := store.Attempt{At: now, StatusCode: 200}
+	bad := store.Attempt{At: now, StatusCode: 503, Error: "503"}
+	retry := now.Add(time.Hour)
+	outcomes := []*store.Outcome{
+		{DeliveryID: c[0].Delivery.ID, SubscriptionID: "a", Token: c[0].Token, Attempts: []store.Attempt{ok}, Succeeded: true},
+		{DeliveryID: c[1].Delivery.ID, SubscriptionID: "a", Token: c[1].Token + 1, Attempts: []store.Attempt{bad, bad}}, // stale
+		{DeliveryID: c[2].Delivery.ID, SubscriptionID: "a", Token: c[2].Token, Attempts: []store.Attempt{ok}, Succeeded: true},
+		{DeliveryID: c[3].Delivery.ID, SubscriptionID: "a", Token: c[3].Token, Attempts: []store.Attempt{bad}, NextAttemptAt: &retry},
+	}
+	stale, err := s.CompleteDeliveries(ctx, outcomes, store.ErrorPolicy{ErrorStateAfter: 10, DisableAfter: time.Hour}, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(stale) != 1 || stale[0] != c[1].Delivery.ID {
+		t.Fatalf("stale %q, want [%s]", stale, c[1].Delivery.ID)
+	}
+	want := []struct {
+		status   store.DeliveryStatus
+		attempts int
+		step     int
+		code     int
+	}{{store.Succeeded, 1, 0, 200}, {store.Pending, 2, 0, 0}, {store.Succeeded, 1, 0, 200}, {store.Pending, 1, 1, 503}}
+	for i, w := range want {
+		d, log, err := s.GetDelivery(ctx, c[i].Delivery.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d.Status != w.status || d.Attempts != w.attempts || d.Step != w.step || d.LastStatusCode != w.code || len(log) != w.attempts {
+			t.Errorf("delivery %d: %s attempts=%d step=%d code=%d, %d logged; want %+v", i, d.Status, d.Attempts, d.Step,
+				d.LastStatusCode, len(log), w)
+		}
+	}
+	if d, _, _ := s.GetDelivery(ctx, c[3].Delivery.ID); d.NextAttemptAt == nil || !d.NextAttemptAt.Equal(retry) {
+		t.Errorf("the retried delivery is due at %v, want %v", d.NextAttemptAt, retry)
+	}
+	sub, err := s.GetSubscription(ctx, "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sub.ConsecutiveFailures != 1 || sub.InErrorState || !sub.Active {
+		t.Errorf("subscription: failures=%d error=%v active=%v, want 1 false true", sub.ConsecutiveFailures, sub.InErrorState, sub.Active)
+	}
+}
