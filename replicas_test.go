@@ -56,12 +56,15 @@ func newReplicaReceiver() *replicaReceiver { return &replicaReceiver{stop: make(
 
 func (rc *replicaReceiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	body, err := io.ReadAll(r.Body)
+	if err != nil {
+		// A replica killed while it sent this one: it was never delivered, and the other
+		// replica sends it again.
+		return
+	}
 	var ev struct {
 		ID string `json:"id"`
 	}
-	if err == nil {
-		err = json.Unmarshal(body, &ev)
-	}
+	err = json.Unmarshal(body, &ev)
 	n, nerr := strconv.Atoi(strings.TrimPrefix(ev.ID, "rep-"))
 	a := replicaArrival{n: n, webhookID: r.Header.Get("Webhook-Id"), at: time.Now()}
 	rc.mu.Lock()
