@@ -30,7 +30,7 @@ type deliveryView struct {
 	CreatedAt      string               `json:"createdAt"`
 	UpdatedAt      string               `json:"updatedAt"`
 	FinishedAt     *string              `json:"finishedAt"`
-	AttemptLog     []attemptView        `json:"attemptLog,omitempty"`
+	AttemptLog     []attemptView        `json:"attemptLog,omitzero"` // nil (left out) in lists; [] for a delivery with no attempt yet
 }
 
 // attemptView is one HTTP attempt. responseBody is the first 1 KiB of the answer, as text when

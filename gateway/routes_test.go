@@ -19,6 +19,7 @@ func TestWrongMethodIs405(t *testing.T) {
 		{"/healthz", []string{"GET", "HEAD"}},
 		{"/readyz", []string{"GET", "HEAD"}},
 		{"/metrics", []string{"GET", "HEAD"}},
+		{"/openapi.json", []string{"GET", "HEAD"}},
 		{"/v1/events", []string{"POST"}},
 		{"/v1/events/e1", []string{"GET", "HEAD"}},
 		{"/v1/events/e1/replay", []string{"POST"}},

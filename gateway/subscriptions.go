@@ -52,9 +52,10 @@ func (g *Gateway) ingestRoutes(app *fiber.App) {
 	app.Post("/v1/events", g.ingest)
 }
 
-// managementRoutes registers the management API: both dialects, events and deliveries. Every
-// route needs an admin token.
+// managementRoutes registers the management API: both dialects, events and deliveries, and
+// GET /openapi.json. Every route but that one needs an admin token.
 func (g *Gateway) managementRoutes(app *fiber.App) {
+	g.openAPIRoute(app) // no token: it describes the routes, nothing more
 	admin := g.requireAdmin
 	for _, prefix := range []string{"/v1/webhooks", "/id-scan/v1/webhooks"} {
 		app.Post(prefix, admin, g.createWebhook)
