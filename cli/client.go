@@ -43,7 +43,7 @@ func (e *apiError) Error() string { return fmt.Sprintf("the gateway answered %d"
 // body (nil: none) and the bearer token to send.
 type request struct {
 	method string
-	path   string
+	path   string // escaped: url.PathEscape each id in it
 	query  url.Values
 	body   []byte
 	token  string
@@ -61,14 +61,15 @@ func (s *session) do(ctx context.Context, req request) (*answer, int, error) {
 	if base == nil {
 		base = s.base
 	}
-	u := *base
-	u.Path += req.path
-	u.RawQuery = req.query.Encode()
+	target := base.String() + req.path // req.path is escaped already
+	if q := req.query.Encode(); q != "" {
+		target += "?" + q
+	}
 	var body io.Reader
 	if req.body != nil {
 		body = bytes.NewReader(req.body)
 	}
-	hr, err := http.NewRequestWithContext(ctx, req.method, u.String(), body)
+	hr, err := http.NewRequestWithContext(ctx, req.method, target, body)
 	if err != nil {
 		return nil, s.errorf(ExitUsage, "%v", err), err
 	}
@@ -167,7 +168,7 @@ func (s *session) pages(ctx context.Context, req request, all bool) (items []jso
 		if err != nil {
 			return nil, "", s.errorf(ExitAPI, "the gateway's Link header: %v", err)
 		}
-		req.path = strings.TrimPrefix(u.Path, s.base.Path)
+		req.path = strings.TrimPrefix(u.EscapedPath(), s.base.EscapedPath())
 		req.query = u.Query()
 	}
 }
