@@ -6,6 +6,8 @@
 //	gateway version                      print the version (also gateway --version)
 //	gateway healthcheck [--config FILE]  exit 0 if the gateway answers /readyz with 200
 //	gateway bench [flags]                benchmark a gateway (see gateway bench --help)
+//	gateway webhooks|events|deliveries|recover|test|listen ...
+//	                                     everyday work against a running gateway (package cli)
 //
 // Every command takes -h and --help.
 package main
@@ -25,6 +27,7 @@ import (
 	"os"
 	"os/signal"
 	"reflect"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
@@ -33,6 +36,7 @@ import (
 	"github.com/mattn/go-isatty"
 
 	"github.com/webhookgw/gateway/bench"
+	"github.com/webhookgw/gateway/cli"
 	"github.com/webhookgw/gateway/config"
 	"github.com/webhookgw/gateway/gateway"
 	"github.com/webhookgw/gateway/plugins"
@@ -60,6 +64,8 @@ commands:
   healthcheck [--config FILE]  exit 0 if the gateway answers /readyz with 200 (HEALTHCHECK)
   bench [flags]                load benchmark: events/s, latency, lost events
 
+against a running gateway (--url or $GATEWAY_URL, --token or $GATEWAY_ADMIN_TOKEN):
+` + cli.Usage + `
 gateway <command> --help tells more about a command.
 ` + configHelp
 
@@ -169,6 +175,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "help", "-h", "--help", "-help":
 		fmt.Fprint(stdout, usage)
 		return 0
+	}
+	if slices.Contains(cli.Commands, args[0]) {
+		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+		defer stop()
+		p := &cli.Program{Stdin: os.Stdin, Stdout: stdout, Stderr: stderr, Getenv: os.Getenv, Version: gateway.Version}
+		return p.Main(ctx, args)
 	}
 	fmt.Fprintf(stderr, "gateway: unknown command %q\n\n%s", args[0], usage)
 	return 2

@@ -28,7 +28,9 @@ func TestMain(m *testing.M) {
 	if os.Getenv("GATEWAY_TEST_RUN_MAIN") == "1" {
 		os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 	}
-	os.Exit(m.Run())
+	code := m.Run()
+	removeBuiltBinary()
+	os.Exit(code)
 }
 
 // syncBuffer is a bytes.Buffer safe for a process to write while the test reads.
@@ -569,7 +571,16 @@ func buildGateway(t *testing.T, ldflags string) string {
 	if testing.Short() {
 		t.Skip("builds the binary")
 	}
-	args := []string{"build", "-ldflags", ldflags, "-o", filepath.Join(t.TempDir(), "gateway"), "."}
+	exe := filepath.Join(t.TempDir(), "gateway")
+	if err := goBuild(ldflags, exe); err != nil {
+		t.Fatal(err)
+	}
+	return exe
+}
+
+// goBuild builds the gateway binary into exe, as buildGateway says.
+func goBuild(ldflags, exe string) error {
+	args := []string{"build", "-ldflags", ldflags, "-o", exe, "."}
 	var env []string
 	if info, ok := debug.ReadBuildInfo(); ok {
 		for _, s := range info.Settings {
@@ -586,9 +597,9 @@ func buildGateway(t *testing.T, ldflags string) string {
 	cmd := exec.Command("go", args...)
 	cmd.Env = append(os.Environ(), env...)
 	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go %s: %v\n%s", strings.Join(args, " "), err, out)
+		return fmt.Errorf("go %s: %v\n%s", strings.Join(args, " "), err, out)
 	}
-	return args[len(args)-2]
+	return nil
 }
 
 // The version set at build time is the one everywhere: gateway version, the start-up log
