@@ -22,6 +22,7 @@ import (
 
 	"github.com/webhookgw/gateway/config"
 	"github.com/webhookgw/gateway/gateway"
+	"github.com/webhookgw/gateway/internal/pgtest"
 	"github.com/webhookgw/gateway/plugins/builtin"
 	"github.com/webhookgw/gateway/store/postgres"
 )
@@ -29,49 +30,17 @@ import (
 // The connection-loss tests run a real gateway on the PostgreSQL that GATEWAY_TEST_POSTGRES_URL
 // names, in a fresh schema of their own, under load, while the database goes away and comes
 // back.
-const pgEnvURL = "GATEWAY_TEST_POSTGRES_URL"
 
-// pgSchema creates a fresh schema for t, dropped when t ends, and returns a DSN whose
-// connections use it (its search_path) and name themselves app (application_name), so that a
-// test can find its own backends in pg_stat_activity.
+// pgSchema returns pgtest.Schema's DSN for t, whose connections also name themselves app
+// (application_name), so that a test can find its own backends in pg_stat_activity.
 func pgSchema(t *testing.T, app string) string {
 	t.Helper()
-	base := os.Getenv(pgEnvURL)
-	if base == "" {
-		t.Skipf("%s is not set: set it to a PostgreSQL URL (such as postgres://postgres@127.0.0.1:5432/test?sslmode=disable) to run the PostgreSQL tests", pgEnvURL)
-	}
-	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, base)
+	u, err := url.Parse(pgtest.Schema(t))
 	if err != nil {
-		t.Fatalf("%s: %v", pgEnvURL, err)
-	}
-	defer conn.Close(ctx)
-	b := make([]byte, 6)
-	rand.Read(b)
-	name := "gwtest_" + hex.EncodeToString(b)
-	if _, err := conn.Exec(ctx, "CREATE SCHEMA "+name); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		conn, err := pgx.Connect(context.Background(), base)
-		if err != nil {
-			t.Errorf("dropping schema %s: %v", name, err)
-			return
-		}
-		defer conn.Close(context.Background())
-		if _, err := conn.Exec(context.Background(), "DROP SCHEMA "+name+" CASCADE"); err != nil {
-			t.Errorf("dropping schema %s: %v", name, err)
-		}
-	})
-	u, err := url.Parse(base)
-	if err != nil {
-		t.Fatalf("%s: %v", pgEnvURL, err)
-	}
 	q := u.Query()
-	q.Set("search_path", name)
-	if app != "" {
-		q.Set("application_name", app)
-	}
+	q.Set("application_name", app)
 	u.RawQuery = q.Encode()
 	return u.String()
 }
@@ -259,7 +228,7 @@ func within(t *testing.T, d time.Duration, what string, cond func() bool) {
 func terminateBackends(t *testing.T, direct, app string) int {
 	t.Helper()
 	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, os.Getenv(pgEnvURL))
+	conn, err := pgx.Connect(ctx, os.Getenv(pgtest.EnvURL))
 	if err != nil {
 		t.Fatal(err)
 	}
