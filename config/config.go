@@ -57,6 +57,9 @@ type Admin struct {
 	// health probes, which are then not served on the main listener. GATEWAY_ADMIN_LISTEN
 	// overrides it.
 	Listen string `yaml:"listen"`
+	// Console serves the web console at GET /console, beside the management API (on
+	// admin.listen when it is set). It signs in with an admin token. false turns it off.
+	Console bool `yaml:"console"`
 }
 
 // Ingest configures POST /v1/events, where producers post events.
@@ -164,6 +167,10 @@ type Traces struct {
 	Endpoint string `yaml:"endpoint"`
 	// SampleRatio is the fraction of traces sampled, from 0 to 1.
 	SampleRatio float64 `yaml:"sample_ratio"`
+	// UIURL, when set, links every trace id the web console shows to the user's tracing UI:
+	// an http:// or https:// URL in which {trace_id} stands for the id, such as
+	// http://127.0.0.1:16686/trace/{trace_id} for Jaeger.
+	UIURL string `yaml:"ui_url"`
 }
 
 // Metrics configures the metrics endpoint.
@@ -222,6 +229,7 @@ func Default() *Config {
 	types := []string{"transaction.state.updated", "task.state.updated"}
 	return &Config{
 		Listen: "127.0.0.1:8080",
+		Admin:  Admin{Console: true},
 		Ingest: Ingest{MaxBodyBytes: 1 << 20},
 		Store: Store{
 			Driver:      "sqlite",

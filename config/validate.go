@@ -143,6 +143,12 @@ func (c *Config) Validate(plugins PluginChecker) error {
 			ps.Add("telemetry.traces.endpoint", "must be an http:// or https:// URL, such as http://127.0.0.1:4318")
 		}
 	}
+	if e := c.Telemetry.Traces.UIURL; e != "" {
+		if u, err := url.Parse(e); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" ||
+			!strings.Contains(e, "{trace_id}") {
+			ps.Add("telemetry.traces.ui_url", "must be an http:// or https:// URL with {trace_id} where the id goes, such as http://127.0.0.1:16686/trace/{trace_id}")
+		}
+	}
 	switch c.Telemetry.LogLevel {
 	case "debug", "info", "warn", "error":
 	default:

@@ -153,7 +153,7 @@ func New(opts Options) (*Gateway, error) {
 			}
 			return out, nil
 		})
-	g.app = g.newApp(g.healthRoutes, g.metricsRoute, g.ingestRoutes, g.managementRoutes)
+	g.app = g.newApp(g.healthRoutes, g.metricsRoute, g.ingestRoutes, g.managementRoutes, g.consoleRoutes)
 	return g, nil
 }
 
@@ -240,7 +240,7 @@ func (g *Gateway) ServeAll(ctx context.Context, ln, admin net.Listener) error {
 	if admin != nil {
 		servers = []*httpServer{
 			{name: "listen", app: g.newApp(g.healthRoutes, g.ingestRoutes), ln: ln},
-			{name: "admin.listen", app: g.newApp(g.healthRoutes, g.metricsRoute, g.managementRoutes), ln: admin},
+			{name: "admin.listen", app: g.newApp(g.healthRoutes, g.metricsRoute, g.managementRoutes, g.consoleRoutes), ln: admin},
 		}
 	}
 	recoverErr := g.store.RecoverLeases(context.WithoutCancel(ctx))

@@ -235,6 +235,10 @@ func conformanceCases() []apiCase {
 		}, after: room},
 		{name: "metrics", method: "GET", path: "/metrics", status: 200},
 		{name: "openapi", method: "GET", path: "/openapi.json", status: 200},
+		{name: "console", method: "GET", path: "/console", status: 200},
+		{name: "console script", method: "GET", path: "/console/console.js?v=1", status: 200},
+		{name: "console style", method: "GET", path: "/console/console.css", status: 200},
+		{name: "console, no such file", method: "GET", path: "/console/nope.js", status: 404},
 
 		{name: "ingest one", method: "POST", path: "/v1/events", body: `{"id": "c-1", "type": "transaction.state.updated", "transaction": {"id": "t1"}}`, status: 202},
 		{name: "ingest a duplicate", method: "POST", path: "/v1/events", body: `{"id": "c-1", "type": "transaction.state.updated"}`, status: 202},

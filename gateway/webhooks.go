@@ -39,6 +39,7 @@ type webhookView struct {
 
 	Plugins              []pluginView `json:"plugins,omitempty"`
 	DeliveryPolicy       policyView   `json:"deliveryPolicy"`
+	Kind                 store.Kind   `json:"kind"` // webhook, or registration (dialect 2)
 	Source               store.Source `json:"source"`
 	IsActive             bool         `json:"isActive"`
 	DeactivatedAt        *string      `json:"deactivatedAt"`
@@ -68,6 +69,7 @@ func (g *Gateway) webhookView(s *store.Subscription) webhookView {
 		CreatedAt:            s.CreatedAt.UTC().Format(rfc3339Offset),
 		Plugins:              pluginViews(s.Plugins),
 		DeliveryPolicy:       newPolicyView(s.Policy),
+		Kind:                 s.Kind,
 		Source:               s.Source,
 		IsActive:             s.Active,
 		DeactivatedAt:        formatOptional(s.DeactivatedAt, rfc3339Offset),
