@@ -491,7 +491,12 @@ func TestConsoleBrowser(t *testing.T) {
 	t.Run("FailedDeliveryRetried", func(t *testing.T) {
 		e := consoleEnv(t, true)
 		rc := newSettable(t, http.StatusInternalServerError)
-		e.subscribe(t, rc.URL+"/hook", "")
+		healthy := newSettable(t, http.StatusOK)
+		e.subscribe(t, rc.URL+"/hook", `, "events": ["task.state.updated"]`)
+		e.subscribe(t, healthy.URL+"/hook", `, "events": ["transaction.state.updated"]`)
+		// A delivery that succeeds, for the status filter to leave out.
+		expect(t, e.post(t, `{"id": "ev-ok", "type": "transaction.state.updated"}`), http.StatusAccepted)
+		eventually(t, "the other delivery succeeded", func() bool { return e.deliveryStatus(t, "ev-ok") == "succeeded" })
 		expect(t, e.post(t, `{"id": "ev-fail", "type": "task.state.updated", "task": {"id": "t-42", "state": "blocked"}}`), http.StatusAccepted)
 		eventually(t, "the delivery failed", func() bool { return e.deliveryStatus(t, "ev-fail") == "failed" })
 		d := e.deliveryOf(t, "ev-fail")
@@ -518,6 +523,10 @@ func TestConsoleBrowser(t *testing.T) {
 		row := fmt.Sprintf(`table#deliveries tr[data-id=%q]`, id)
 		if got := p.text(row + " .status"); !strings.Contains(got, "failed") {
 			p.fail("delivery %s: status %q, want failed", id, got)
+		}
+		okID := e.deliveryOf(t, "ev-ok")["id"].(string)
+		if got := p.text(fmt.Sprintf(`table#deliveries tr[data-id=%q] .status`, okID)); !strings.Contains(got, "succeeded") {
+			p.fail("delivery %s: status %q, want succeeded", okID, got)
 		}
 		p.choose("#status-filter", "failed")
 		p.waitFor("the failed delivery, filtered", fmt.Sprintf(`(() => {
