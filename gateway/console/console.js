@@ -28,6 +28,9 @@
     return el;
   }
 
+  // fill replaces an element's children, skipping null and false (replaceChildren would print them).
+  const fill = (el, ...children) => { el.replaceChildren(); return append(el, children); };
+
   // h("a", {href, class}, ...children): attributes through setAttribute, on* as listeners.
   function h(tag, attrs, ...children) {
     const el = document.createElement(tag);
@@ -189,8 +192,7 @@
   }
 
   function showResult(...children) {
-    $("action-result").replaceChildren(...children.flat().filter((c) => c !== null && c !== undefined)
-      .map((c) => (c instanceof Node ? c : document.createTextNode(String(c)))));
+    fill($("action-result"), children);
   }
 
   // ---- sign-in ------------------------------------------------------------------------------
@@ -332,7 +334,7 @@
   // refill replaces a body's content, keeping focus on the element with the same id if any.
   function refill(body, ...children) {
     const focused = document.activeElement && body.contains(document.activeElement) ? document.activeElement.id : "";
-    body.replaceChildren(...children.flat().filter(Boolean));
+    fill(body, children);
     if (focused) {
       const el = $(focused);
       if (el) el.focus();
@@ -382,7 +384,7 @@
       `maxInFlight ${p.maxInFlight ?? "default"}`,
       `rateLimit ${p.rateLimit === null || p.rateLimit === undefined ? "none" : `${p.rateLimit}/s`}`,
       `ordering ${p.ordering ?? "concurrent"}`,
-    ].join(" · ");
+    ].map((x) => h("span", { class: "policy" }, x));
   }
 
   function activityText(a) {
@@ -417,7 +419,7 @@
       return h("tr", { "data-id": s.id },
         h("td", null, h("a", { href: subHref(s.id) }, code(s.id))),
         h("td", { class: "url" }, s.url), h("td", null, s.kind), h("td", null, s.source),
-        stateCell(s), h("td", null, (s.events || []).join(", ")), h("td", null, policyText(s.deliveryPolicy)),
+        stateCell(s), h("td", null, (s.events || []).join(", ")), h("td", { class: "policies" }, policyText(s.deliveryPolicy)),
         h("td", null, act.rate), h("td", null, act.last));
     }
 
@@ -482,7 +484,7 @@
         h("dt", null, "Kind"), h("dd", null, sub.kind),
         h("dt", null, "Source"), h("dd", null, sub.source === "file" ? "file (gateway.yaml: changed only there)" : "api"),
         h("dt", null, "Event types"), h("dd", null, (sub.events || []).join(", ") || "—"),
-        h("dt", null, "Delivery policy"), h("dd", null, policyText(sub.deliveryPolicy)),
+        h("dt", null, "Delivery policy"), h("dd", { class: "policies inline" }, policyText(sub.deliveryPolicy)),
         h("dt", null, "Headers"), h("dd", null, headers),
         h("dt", null, "Plugins"), h("dd", null, (sub.plugins || []).map((p) => p.name).join(", ") || "none"),
         h("dt", null, "Success rate (last hour)"), h("dd", null, st ? act.rate : "statistics unavailable"),
@@ -647,7 +649,7 @@
     async function load() {
       const { data: d } = await api(`/v1/deliveries/${encodeURIComponent(id)}`);
       if (!alive(ctx)) return null;
-      summary.replaceChildren(h("dl", { class: "details" },
+      fill(summary, h("dl", { class: "details" },
         h("dt", null, "Status"), h("dd", null, badge(d.status, "delivery-status")),
         h("dt", null, "ID"), h("dd", null, code(d.id)),
         h("dt", null, "Event"), h("dd", null, code(d.eventId), ` (${d.eventType})`),
@@ -664,7 +666,7 @@
         h("td", { class: a.error || (a.statusCode || 0) >= 300 ? "bad" : "good" },
           a.statusCode !== null && a.statusCode !== undefined ? `HTTP ${a.statusCode}` : "", a.statusCode !== null && a.error ? " — " : "", a.error || ""),
         h("td", null, bodyExcerpt(a.responseBody, a.responseBodyEncoding)), h("td", null, traceLink(a.traceId)))));
-      attempts.replaceChildren(h("h2", null, "Attempts"), t.wrap,
+      fill(attempts, h("h2", null, "Attempts"), t.wrap,
         (d.attemptLog || []).length ? null : h("p", { class: "muted" }, "No attempt yet."));
       if (d.status === "pending") later(ctx, () => run(ctx, load), 2000);
       return d;
@@ -674,12 +676,12 @@
       try {
         const { data: ev } = await api(`/v1/events/${encodeURIComponent(eventId)}`);
         if (!alive(ctx)) return;
-        payload.replaceChildren(h("h2", null, "Payload"),
+        fill(payload, h("h2", null, "Payload"),
           h("p", { class: "muted" }, `Event ${ev.type}, received `, time(ev.receivedAt), ". Secret-looking fields are shown as ********."),
           h("pre", { id: "payload", class: "json", tabindex: "0" }, JSON.stringify(redact(ev.payload), null, 2)));
       } catch (e) {
         if (e.status !== 404) throw e;
-        payload.replaceChildren(h("h2", null, "Payload"), h("pre", { id: "payload" }, "The event is no longer stored."));
+        fill(payload, h("h2", null, "Payload"), h("pre", { id: "payload" }, "The event is no longer stored."));
       }
     }
 
@@ -729,8 +731,11 @@
       svg("text", { x: W, y: H - 4, class: "tick", "text-anchor": "end" }, "now"));
   }
 
+  // Charts are drawn at the width they are shown at, so that their text keeps its size.
+  const chartWidth = () => Math.max(280, Math.min(1400, $("view").clientWidth - 34));
+
   function deliveriesChart(minutes) {
-    const W = 600, H = 180, pad = 34, top = 16, plotH = H - 20 - top;
+    const W = chartWidth(), H = 180, pad = 34, top = 16, plotH = H - 20 - top;
     const delivered = minutes.reduce((n, m) => n + (m.delivered || 0), 0);
     const failed = minutes.reduce((n, m) => n + (m.failed || 0), 0);
     const max = Math.max(1, ...minutes.map((m) => Math.max(m.delivered || 0, m.failed || 0)));
@@ -755,7 +760,7 @@
   }
 
   function queueChart(minutes) {
-    const W = 600, H = 150, pad = 34, top = 16, plotH = H - 20 - top;
+    const W = chartWidth(), H = 150, pad = 34, top = 16, plotH = H - 20 - top;
     const known = minutes.filter((m) => m.pending !== null && m.pending !== undefined);
     const max = Math.max(1, ...known.map((m) => m.pending));
     const last = known.length ? known[known.length - 1].pending : null;
