@@ -104,7 +104,10 @@
   function bodyExcerpt(body, encoding) {
     if (body === null || body === undefined || body === "") return "—";
     if (encoding === "base64") return h("span", { class: "muted" }, "binary body (base64, not shown)");
-    return h("pre", { class: "excerpt" }, body);
+    // The gateway redacts credentials it knows of; JSON fields named like secrets are hidden here too.
+    const text = String(body).replace(/("((?:[^"\\]|\\.)*)"\s*:\s*)"(?:[^"\\]|\\.)*("?)/g,
+      (all, pre, key, end) => (SECRET_KEY.test(key) ? `${pre}"********${end}` : all));
+    return h("pre", { class: "excerpt" }, text);
   }
 
   // ---- API ----------------------------------------------------------------------------------
@@ -692,9 +695,10 @@
       loading();
       try {
         await api(`/v1/deliveries/${encodeURIComponent(id)}/retry`, "POST");
-        showResult("Retry scheduled: the delivery is pending and this page refreshes until it finishes.");
         clearTimers();
-        await load();
+        const d = await load();
+        if (d) showResult(`Retry requested: the delivery is ${d.status}` +
+          (d.status === "pending" ? "; this page refreshes every 2 seconds until it finishes." : "."));
       } finally {
         retry.disabled = false;
         if (alive(ctx)) loaded();
