@@ -98,13 +98,16 @@
     return h("a", {
       class: "trace", href: traceUI.split("{trace_id}").join(encodeURIComponent(traceId)),
       target: "_blank", rel: "noopener noreferrer", title: `Trace ${traceId} (opens in a new tab)`,
-    }, code(traceId.slice(0, 12) + "…"));
+    }, code(traceId));
   }
 
   function bodyExcerpt(body, encoding) {
     if (body === null || body === undefined || body === "") return "—";
     if (encoding === "base64") return h("span", { class: "muted" }, "binary body (base64, not shown)");
-    return h("pre", { class: "excerpt" }, body);
+    // The gateway redacts credentials it knows of; JSON fields named like secrets are hidden here too.
+    const text = String(body).replace(/("((?:[^"\\]|\\.)*)"\s*:\s*)"(?:[^"\\]|\\.)*("?)/g,
+      (all, pre, key, end) => (SECRET_KEY.test(key) ? `${pre}"********${end}` : all));
+    return h("pre", { class: "excerpt" }, text);
   }
 
   // ---- API ----------------------------------------------------------------------------------
@@ -209,7 +212,7 @@
   const alive = (ctx) => ctx.gen === gen;
 
   function signOut(message) {
-    sessionStorage.removeItem(TOKEN_KEY);
+    sessionStorage.clear(); // the token is all the console keeps there
     gen++;
     clearTimers();
     prevPath = null;
@@ -333,13 +336,11 @@
 
   // refill replaces a body's content, keeping focus on the element with the same id if any.
   function refill(body, ...children) {
-    const focused = document.activeElement && body.contains(document.activeElement) ? document.activeElement.id : "";
+    const a = document.activeElement;
+    const sel = !a || !body.contains(a) ? "" : a.id ? `#${CSS.escape(a.id)}`
+      : a.getAttribute("href") ? `a[href="${CSS.escape(a.getAttribute("href"))}"]` : "";
     fill(body, children);
-    if (focused) {
-      const el = $(focused);
-      if (el) el.focus();
-      else $("view").querySelector("h1").focus();
-    }
+    if (sel) (body.querySelector(sel) || $("view").querySelector("h1")).focus();
   }
 
   // A "Load more" button that appends the next pages of a list to tbody.
@@ -459,7 +460,7 @@
       acts = activityMap(s);
       refill(body,
         h("div", { class: "filters" }, h("div", { class: "field" }, h("label", { for: "state-filter" }, "State"), filter)),
-        s ? null : h("p", { class: "note" }, "Statistics unavailable: success rates and last attempts are not shown."),
+        s ? null : h("p", { class: "note" }, "Success rates and last attempts are not shown: statistics unavailable."),
         summary, t.wrap, more);
       render();
       loaded();
@@ -692,9 +693,10 @@
       loading();
       try {
         await api(`/v1/deliveries/${encodeURIComponent(id)}/retry`, "POST");
-        showResult("Retry scheduled: the delivery is pending and this page refreshes until it finishes.");
         clearTimers();
-        await load();
+        const d = await load();
+        if (d) showResult(`Retry requested: the delivery is ${d.status}` +
+          (d.status === "pending" ? "; this page refreshes every 2 seconds until it finishes." : "."));
       } finally {
         retry.disabled = false;
         if (alive(ctx)) loaded();
@@ -795,7 +797,7 @@
         const st = await stats();
         if (!alive(ctx)) return;
         if (!st) {
-          refill(body, h("p", { class: "note" }, "Statistics unavailable: this gateway does not serve GET /v1/stats."));
+          refill(body, h("p", { class: "note" }, "This gateway does not serve GET /v1/stats: statistics unavailable."));
           loaded();
           return;
         }
@@ -818,8 +820,8 @@
           h("section", { class: "chart-box", "aria-labelledby": "chart2-title" },
             h("h2", { id: "chart2-title" }, "Queue depth per minute, last hour"),
             legend([["line-queue", "pending deliveries (gaps: no sample)"]]), queueChart(minutes)),
-          h("p", { class: "muted" }, "Counted by this gateway process since ", time(st.countingSince),
-            "; updated ", time(st.at), ", refreshed every 10 seconds."));
+          h("p", { class: "muted" }, "Attempts and queue samples are counted by this gateway process since ",
+            time(st.countingSince), ". Updated ", time(st.at), "; refreshed every 10 seconds."));
         loaded();
       } finally {
         if (alive(ctx)) {
