@@ -165,7 +165,9 @@ func (b *browser) open(t *testing.T, base string) *tab {
 			if err != nil {
 				return
 			}
-			p.note("exception: " + ev.ExceptionDetails.Text + exceptionDescription(ev.ExceptionDetails))
+			if ev.ExceptionDetails != nil {
+				p.note("exception: " + ev.ExceptionDetails.Text + exceptionDescription(ev.ExceptionDetails))
+			}
 		}
 	}()
 	go func() {
