@@ -647,9 +647,12 @@
     const payload = h("div");
     let rendered = false;
 
+    let seq = 0; // only the latest load schedules the next poll
+
     async function load() {
+      const mine = ++seq;
       const { data: d } = await api(`/v1/deliveries/${encodeURIComponent(id)}`);
-      if (!alive(ctx)) return null;
+      if (!alive(ctx) || mine !== seq) return null;
       fill(summary, h("dl", { class: "details" },
         h("dt", null, "Status"), h("dd", null, badge(d.status, "delivery-status")),
         h("dt", null, "ID"), h("dd", null, code(d.id)),
@@ -695,8 +698,8 @@
         await api(`/v1/deliveries/${encodeURIComponent(id)}/retry`, "POST");
         clearTimers();
         const d = await load();
-        if (d) showResult(`Retry requested: the delivery is ${d.status}` +
-          (d.status === "pending" ? "; this page refreshes every 2 seconds until it finishes." : "."));
+        showResult(!d ? "Retry requested." : `Retry requested. Status now: ${d.status}` +
+          (d.status === "pending" ? " (this page refreshes every 2 seconds until it finishes)." : "."));
       } finally {
         retry.disabled = false;
         if (alive(ctx)) loaded();
