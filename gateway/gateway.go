@@ -74,6 +74,7 @@ type Gateway struct {
 	ingestBatch  *groupcommit.Batcher[[]*store.Event, []store.IngestResult]
 	engine       *delivery.Engine
 	metrics      *metrics
+	activity     *activity // attempts by minute, for GET /v1/stats
 	tracer       trace.TracerProvider
 
 	recoveryWait time.Duration
@@ -120,6 +121,7 @@ func New(opts Options) (*Gateway, error) {
 		g.tracer = noop.NewTracerProvider()
 	}
 	g.metrics = newMetrics(opts.Store, g.now, opts.Config.Events.Types)
+	g.activity = newActivity(g.now())
 	g.engine = delivery.New(delivery.Options{
 		Store:          opts.Store,
 		Delivery:       opts.Config.Delivery,
@@ -129,7 +131,7 @@ func New(opts Options) (*Gateway, error) {
 		Logger:         g.log,
 		TracerProvider: g.tracer,
 		UserAgent:      "webhook-gateway/" + Version,
-		OnOutcome:      g.metrics.delivered,
+		OnOutcome:      func(o *store.Outcome) { g.metrics.delivered(o); g.activity.record(o) },
 		PollInterval:   opts.PollInterval,
 		Lease:          opts.Config.Delivery.Lease,
 		QuickRetryWait: cmp.Or(opts.QuickRetryWait, time.Second),
@@ -271,6 +273,7 @@ func (g *Gateway) ServeAll(ctx context.Context, ln, admin net.Listener) error {
 		return g.engine.Run(runCtx)
 	})
 	work.Go(func() error { g.prune(runCtx); return nil })
+	work.Go(func() error { g.sampleQueue(runCtx); return nil })
 
 	if admin != nil {
 		g.log.Info("listening", "addr", ln.Addr().String(), "admin", admin.Addr().String(), "version", Version)

@@ -270,6 +270,8 @@ func conformanceCases() []apiCase {
 		{name: "list deliveries, bad limit", method: "GET", path: "/v1/deliveries?limit=0", status: 400, invalid: true},
 		{name: "list deliveries, bad since", method: "GET", path: "/v1/deliveries?since=yesterday&event_type=nope", status: 400},
 		{name: "list deliveries without token", method: "GET", path: "/v1/deliveries", noToken: true, status: 401, invalid: true},
+		{name: "stats", method: "GET", path: "/v1/stats", status: 200},
+		{name: "stats without token", method: "GET", path: "/v1/stats", noToken: true, status: 401, invalid: true},
 		{name: "get delivery", method: "GET", path: "/v1/deliveries/{delivery}", status: 200},
 		{name: "get delivery without token", method: "GET", path: "/v1/deliveries/{delivery}", noToken: true, status: 401, invalid: true},
 		{name: "get unknown delivery", method: "GET", path: "/v1/deliveries/nope", status: 404},

@@ -73,6 +73,7 @@ func (g *Gateway) managementRoutes(app *fiber.App) {
 	app.Get("/v1/deliveries", admin, g.listAllDeliveries)
 	app.Get("/v1/deliveries/:id", admin, g.getDelivery)
 	app.Post("/v1/deliveries/:id/retry", admin, g.retryDelivery)
+	app.Get("/v1/stats", admin, g.getStats)
 	const registrations = "/api/WebhookRegistrations"
 	app.Post(registrations, admin, g.createRegistration)
 	app.Get(registrations, admin, g.listRegistrations)
