@@ -420,7 +420,7 @@
       return h("tr", { "data-id": s.id },
         h("td", null, h("a", { href: subHref(s.id) }, code(s.id))),
         h("td", { class: "url" }, s.url), h("td", null, s.kind), h("td", null, s.source),
-        stateCell(s), h("td", null, (s.events || []).join(", ")), h("td", { class: "policies" }, policyText(s.deliveryPolicy)),
+        stateCell(s), h("td", { class: "policies" }, (s.events || []).map((e) => h("span", { class: "policy" }, e))), h("td", { class: "policies" }, policyText(s.deliveryPolicy)),
         h("td", null, act.rate), h("td", null, act.last));
     }
 
@@ -729,11 +729,11 @@
 
   function axisLabels(el, W, H, pad, max, unit) {
     el.append(
-      svg("line", { x1: pad, y1: H - 20, x2: W, y2: H - 20, class: "axis" }),
-      svg("text", { x: 0, y: 12, class: "tick" }, `${max}${unit}`),
-      svg("text", { x: 0, y: H - 22, class: "tick" }, "0"),
+      svg("line", { x1: pad, y1: H - 20, x2: W - 4, y2: H - 20, class: "axis" }),
+      svg("text", { x: 4, y: 14, class: "tick" }, `${max}${unit}`),
+      svg("text", { x: 4, y: H - 22, class: "tick" }, "0"),
       svg("text", { x: pad, y: H - 4, class: "tick" }, "60 min ago"),
-      svg("text", { x: W, y: H - 4, class: "tick", "text-anchor": "end" }, "now"));
+      svg("text", { x: W - 4, y: H - 4, class: "tick", "text-anchor": "end" }, "now"));
   }
 
   // Charts are drawn at the width they are shown at, so that their text keeps its size.
@@ -749,7 +749,7 @@
       (peak && (peak.delivered || peak.failed) ? `; busiest minute ${new Date(peak.start).toLocaleTimeString()} with ${peak.delivered} delivered and ${peak.failed} failed.` : ".");
     const el = chartFrame("chart-deliveries", label, W, H);
     axisLabels(el, W, H, pad, max, "");
-    const slot = (W - pad) / Math.max(minutes.length, 1);
+    const slot = (W - pad - 8) / Math.max(minutes.length, 1);
     const bw = Math.max(1, slot / 2 - 0.5);
     minutes.forEach((m, i) => {
       const x = pad + i * slot;
@@ -774,7 +774,7 @@
       : "Queue depth per minute over the last hour: no samples yet.";
     const el = chartFrame("chart-queue", label, W, H);
     axisLabels(el, W, H, pad, max, "");
-    const step = (W - pad) / Math.max(minutes.length - 1, 1);
+    const step = (W - pad - 8) / Math.max(minutes.length - 1, 1);
     let d = "";
     let pen = false;
     minutes.forEach((m, i) => {
