@@ -385,7 +385,7 @@
       `maxInFlight ${p.maxInFlight ?? "default"}`,
       `rateLimit ${p.rateLimit === null || p.rateLimit === undefined ? "none" : `${p.rateLimit}/s`}`,
       `ordering ${p.ordering ?? "concurrent"}`,
-    ].map((x) => h("span", { class: "policy" }, x));
+    ].map((x) => h("span", { class: "line" }, x));
   }
 
   function activityText(a) {
@@ -420,7 +420,7 @@
       return h("tr", { "data-id": s.id },
         h("td", null, h("a", { href: subHref(s.id) }, code(s.id))),
         h("td", { class: "url" }, s.url), h("td", null, s.kind), h("td", null, s.source),
-        stateCell(s), h("td", null, (s.events || []).join(", ")), h("td", { class: "policies" }, policyText(s.deliveryPolicy)),
+        stateCell(s), h("td", { class: "lines" }, (s.events || []).map((e) => h("span", { class: "line" }, e))), h("td", { class: "lines" }, policyText(s.deliveryPolicy)),
         h("td", null, act.rate), h("td", null, act.last));
     }
 
@@ -432,16 +432,15 @@
       more.replaceChildren();
       if (next) {
         more.append(h("button", { type: "button", class: "secondary more", id: "load-more", onclick: (e) => {
-          e.currentTarget.disabled = true;
+          const btn = e.currentTarget;
+          btn.disabled = true;
           run(ctx, async () => {
-            const page = await api(next);
+            const page = await api(next).finally(() => { btn.disabled = false; });
             if (!alive(ctx)) return;
             subs = subs.concat(page.data);
             next = page.next;
             render();
-            const btn = $("load-more");
-            if (btn) btn.focus();
-            else filter.focus();
+            ($("load-more") || filter).focus();
           });
         } }, "Load more"));
       }
@@ -469,6 +468,7 @@
 
   function subscription(ctx, id) {
     const body = start("subscription", `Subscription ${id}`, true);
+    let recoverValue = "";
     const reload = (focus) => run(ctx, async () => {
       loading();
       const [sub, st, page] = await Promise.all([
@@ -485,7 +485,7 @@
         h("dt", null, "Kind"), h("dd", null, sub.kind),
         h("dt", null, "Source"), h("dd", null, sub.source === "file" ? "file (gateway.yaml: changed only there)" : "api"),
         h("dt", null, "Event types"), h("dd", null, (sub.events || []).join(", ") || "—"),
-        h("dt", null, "Delivery policy"), h("dd", { class: "policies inline" }, policyText(sub.deliveryPolicy)),
+        h("dt", null, "Delivery policy"), h("dd", { class: "lines inline" }, policyText(sub.deliveryPolicy)),
         h("dt", null, "Headers"), h("dd", null, headers),
         h("dt", null, "Plugins"), h("dd", null, (sub.plugins || []).map((p) => p.name).join(", ") || "none"),
         h("dt", null, "Success rate (last hour)"), h("dd", null, st ? act.rate : "statistics unavailable"),
@@ -504,9 +504,9 @@
       actions.append(h("form", { class: "action", onsubmit: (e) => { e.preventDefault(); act1(() => sendTest(typeSelect.value)); } },
         h("div", { class: "field" }, h("label", { for: "test-type" }, "Test event type"), typeSelect),
         h("button", { type: "submit", id: "send-test" }, "Send test event")));
-      const since = h("input", { id: "recover-since", type: "text", placeholder: "2h, 7d or 2026-12-01T05:00:00Z",
+      const since = h("input", { id: "recover-since", type: "text", value: recoverValue, placeholder: "2h, 7d or 2026-12-01T05:00:00Z",
         autocomplete: "off", spellcheck: "false", "aria-describedby": "recover-help" });
-      actions.append(h("form", { class: "action", onsubmit: (e) => { e.preventDefault(); act1(() => recover(since.value.trim())); } },
+      actions.append(h("form", { class: "action", onsubmit: (e) => { e.preventDefault(); recoverValue = since.value.trim(); act1(() => recover(recoverValue)); } },
         h("div", { class: "field" }, h("label", { for: "recover-since" }, "Recover failed deliveries since"), since,
           h("span", { id: "recover-help", class: "muted" }, "A duration before now (90m, 2h, 7d) or an RFC 3339 time.")),
         h("button", { type: "submit", id: "recover" }, "Recover")));
@@ -529,37 +529,40 @@
       $("error").replaceChildren();
       showResult("Working…");
       run(ctx, async () => {
+        let result;
         try {
-          await fn();
+          result = await fn();
         } catch (e) {
           showResult("");
           throw e;
         } finally {
           if (alive(ctx)) await reload(focused);
         }
+        // Shown once the page shows the new state, so the two agree.
+        if (alive(ctx)) showResult(result);
       });
     }
 
     async function reactivate() {
       await api(`/v1/webhooks/${encodeURIComponent(id)}/reactivate`, "POST");
-      showResult("Subscription reactivated: it is active and delivers again.");
+      return "Subscription reactivated: it is active and delivers again.";
     }
 
     async function sendTest(type) {
       const { data: r } = await api(`/v1/webhooks/${encodeURIComponent(id)}/test`, "POST", type ? { type } : {});
       const ok = r.statusCode !== null && r.statusCode >= 200 && r.statusCode < 300;
-      showResult(h("p", null, h("strong", null, `Test event ${r.eventType || type}: `),
+      return [h("p", null, h("strong", null, `Test event ${r.eventType || type}: `),
         r.statusCode !== null ? `HTTP ${r.statusCode}` : "no answer", ` in ${ms(r.durationMs)}`,
         ok ? " — succeeded." : " — failed.", r.error ? ` Error: ${r.error}.` : ""),
         h("p", null, "Response: "), bodyExcerpt(r.responseBody, r.responseBodyEncoding),
-        r.traceId ? h("p", null, "Trace: ", traceLink(r.traceId)) : null);
+        r.traceId ? h("p", null, "Trace: ", traceLink(r.traceId)) : null];
     }
 
     async function recover(value) {
       if (!value) throw new ApiError(400, { title: "Bad Request", status: 400, errors: [{ field: "since", message: "is required (such as 2h, 7d or an RFC 3339 time)" }] }, "since is required");
       const { data: r } = await api(`/v1/webhooks/${encodeURIComponent(id)}/recover`, "POST", { since: value });
-      showResult(h("p", null, `Rescheduled ${r.recovered} failed deliver${r.recovered === 1 ? "y" : "ies"} since `,
-        time(r.since), r.until ? [" until ", time(r.until)] : "", "."));
+      return h("p", null, `Rescheduled ${r.recovered} failed deliver${r.recovered === 1 ? "y" : "ies"} since `,
+        time(r.since), r.until ? [" until ", time(r.until)] : "", ".");
     }
 
     reload("");
@@ -647,9 +650,12 @@
     const payload = h("div");
     let rendered = false;
 
+    let seq = 0; // only the latest load schedules the next poll
+
     async function load() {
+      const mine = ++seq;
       const { data: d } = await api(`/v1/deliveries/${encodeURIComponent(id)}`);
-      if (!alive(ctx)) return null;
+      if (!alive(ctx) || mine !== seq) return null;
       fill(summary, h("dl", { class: "details" },
         h("dt", null, "Status"), h("dd", null, badge(d.status, "delivery-status")),
         h("dt", null, "ID"), h("dd", null, code(d.id)),
@@ -695,8 +701,8 @@
         await api(`/v1/deliveries/${encodeURIComponent(id)}/retry`, "POST");
         clearTimers();
         const d = await load();
-        if (d) showResult(`Retry requested: the delivery is ${d.status}` +
-          (d.status === "pending" ? "; this page refreshes every 2 seconds until it finishes." : "."));
+        showResult(!d ? "Retry requested." : `Retry requested. Status now: ${d.status}` +
+          (d.status === "pending" ? " (this page refreshes every 2 seconds until it finishes)." : "."));
       } finally {
         retry.disabled = false;
         if (alive(ctx)) loaded();
@@ -726,11 +732,11 @@
 
   function axisLabels(el, W, H, pad, max, unit) {
     el.append(
-      svg("line", { x1: pad, y1: H - 20, x2: W, y2: H - 20, class: "axis" }),
-      svg("text", { x: 0, y: 12, class: "tick" }, `${max}${unit}`),
-      svg("text", { x: 0, y: H - 22, class: "tick" }, "0"),
+      svg("line", { x1: pad, y1: H - 20, x2: W - 4, y2: H - 20, class: "axis" }),
+      svg("text", { x: 4, y: 14, class: "tick" }, `${max}${unit}`),
+      svg("text", { x: 4, y: H - 22, class: "tick" }, "0"),
       svg("text", { x: pad, y: H - 4, class: "tick" }, "60 min ago"),
-      svg("text", { x: W, y: H - 4, class: "tick", "text-anchor": "end" }, "now"));
+      svg("text", { x: W - 4, y: H - 4, class: "tick", "text-anchor": "end" }, "now"));
   }
 
   // Charts are drawn at the width they are shown at, so that their text keeps its size.
@@ -746,7 +752,7 @@
       (peak && (peak.delivered || peak.failed) ? `; busiest minute ${new Date(peak.start).toLocaleTimeString()} with ${peak.delivered} delivered and ${peak.failed} failed.` : ".");
     const el = chartFrame("chart-deliveries", label, W, H);
     axisLabels(el, W, H, pad, max, "");
-    const slot = (W - pad) / Math.max(minutes.length, 1);
+    const slot = (W - pad - 8) / Math.max(minutes.length, 1);
     const bw = Math.max(1, slot / 2 - 0.5);
     minutes.forEach((m, i) => {
       const x = pad + i * slot;
@@ -771,7 +777,7 @@
       : "Queue depth per minute over the last hour: no samples yet.";
     const el = chartFrame("chart-queue", label, W, H);
     axisLabels(el, W, H, pad, max, "");
-    const step = (W - pad) / Math.max(minutes.length - 1, 1);
+    const step = (W - pad - 8) / Math.max(minutes.length - 1, 1);
     let d = "";
     let pen = false;
     minutes.forEach((m, i) => {
