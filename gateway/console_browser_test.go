@@ -3,16 +3,20 @@ package gateway_test
 import (
 	"context"
 	"fmt"
+	"maps"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
 	"github.com/chromedp/chromedp/kb"
@@ -132,6 +136,20 @@ func (e *env) webhook(t *testing.T, id string) map[string]any {
 type browser struct {
 	ctx       context.Context
 	artifacts string
+
+	mu       sync.Mutex
+	requests map[string]bool // "METHOD path" of every request the console made to its gateway
+}
+
+// requested notes a request a page made, if it went to the page's own gateway.
+func (b *browser) requested(base, method, rawURL string) {
+	u, err := url.Parse(rawURL)
+	if err != nil || "http://"+u.Host != base {
+		return
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.requests[method+" "+u.Path] = true
 }
 
 // tab is a browser tab on a gateway's console.
@@ -157,6 +175,18 @@ func (b *browser) open(t *testing.T, base string) *tab {
 	p := &tab{t: t, tabCtx: tabCtx, ctx: ctx, base: base, dir: b.artifacts}
 	if err := chromedp.Do(ctx); err != nil { // opens the tab
 		t.Fatalf("opening a tab: %v", err)
+	}
+	requests := chromedp.Events(ctx, network.RequestWillBeSent)
+	go func() {
+		for ev, err := range requests {
+			if err != nil {
+				return
+			}
+			b.requested(base, ev.Request.Method, ev.Request.URL)
+		}
+	}()
+	if _, err := chromedp.Call(ctx, network.Enable, network.EnableParams{}); err != nil {
+		t.Fatalf("watching the tab's requests: %v", err)
 	}
 	exceptions := chromedp.Events(ctx, runtime.ExceptionThrown)
 	calls := chromedp.Events(ctx, runtime.ConsoleAPICalled)
@@ -376,6 +406,22 @@ func (p *tab) noStrayValues(page string) {
 	if stray != "" {
 		p.fail("the %s page shows a stray %q", page, stray)
 	}
+	// Every control has a label a screen reader can read, and every image a text.
+	unlabelled := js[string](p, `(() => {
+		for (const el of document.querySelectorAll("input, select, textarea, button")) {
+			if (!el.checkVisibility()) continue;
+			const named = (el.labels && el.labels.length > 0) || el.getAttribute("aria-label") ||
+				(el.tagName === "BUTTON" && el.innerText.trim() !== "");
+			if (!named) return el.outerHTML.slice(0, 200);
+		}
+		for (const el of document.querySelectorAll("svg[role=img]")) {
+			if (!el.getAttribute("aria-label") && !el.querySelector("title")) return el.outerHTML.slice(0, 200);
+		}
+		return "";
+	})()`)
+	if unlabelled != "" {
+		p.fail("the %s page has a control or image without a name: %s", page, unlabelled)
+	}
 }
 
 // startsWith is a JavaScript test that sel's text starts with prefix.
@@ -412,7 +458,35 @@ func TestConsoleBrowser(t *testing.T) {
 		t.Fatalf("starting %s: %v", exe, err)
 	}
 	stuck.Stop()
-	b := &browser{ctx: browserCtx, artifacts: artifacts}
+	b := &browser{ctx: browserCtx, artifacts: artifacts, requests: map[string]bool{}}
+	// The console uses the management API as a script would: every request its pages made is
+	// an operation of openapi.json.
+	defer func() {
+		if t.Failed() {
+			return
+		}
+		raw, err := os.ReadFile("openapi.json")
+		if err != nil {
+			t.Fatal(err)
+		}
+		d := loadAPIDoc(t, raw)
+		ops := d.operations()
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		for _, req := range slices.Sorted(maps.Keys(b.requests)) {
+			method, path, _ := strings.Cut(req, " ")
+			tmpl, ok := d.template(path)
+			if _, documented := ops[operation{method, tmpl}]; !ok || !documented {
+				t.Errorf("the console made %s, which openapi.json does not describe", req)
+			}
+		}
+		for _, want := range []string{"GET /console", "GET /v1/stats", "GET /v1/webhooks", "GET /v1/deliveries"} {
+			if !b.requests[want] {
+				t.Errorf("the console never made %s (it made %v)", want, slices.Sorted(maps.Keys(b.requests)))
+			}
+		}
+		t.Logf("the console made %d distinct requests: %v", len(b.requests), slices.Sorted(maps.Keys(b.requests)))
+	}()
 
 	// 1 and 8: signed in with the keyboard, the subscriptions page shows each subscription's
 	// state, the one in error state with its reason.
@@ -612,6 +686,45 @@ func TestConsoleBrowser(t *testing.T) {
 		// It receives again.
 		expect(t, e.post(t, `{"id": "back-1", "type": "task.state.updated"}`), http.StatusAccepted)
 		eventually(t, "delivered after reactivation", func() bool { return e.deliveryStatus(t, "back-1") == "succeeded" })
+	})
+
+	// The subscription page's other actions: a test event shows the attempt's result, and
+	// recovering the failed deliveries since a time sends them again.
+	t.Run("SendTestAndRecover", func(t *testing.T) {
+		e := consoleEnv(t, false)
+		rc := newSettable(t, http.StatusInternalServerError)
+		id := e.subscribe(t, rc.URL+"/hook", `, "events": ["task.state.updated", "transaction.state.updated"]`)
+		for _, ev := range []string{"down-1", "down-2"} {
+			expect(t, e.post(t, `{"id": "`+ev+`", "type": "task.state.updated"}`), http.StatusAccepted)
+			eventually(t, ev+" failed", func() bool { return e.deliveryStatus(t, ev) == "failed" })
+		}
+
+		p := b.open(t, e.base)
+		p.goTo("#/subscriptions/" + id)
+		p.signIn(adminToken, false)
+		p.signedIn()
+		p.view("subscription")
+		rc.code.Store(http.StatusOK)
+		p.choose("#test-type", "transaction.state.updated")
+		p.click("#send-test")
+		p.waitFor("the test's result", `(document.querySelector("#action-result")?.innerText ?? "").includes("HTTP 200")`)
+		if got := p.text("#action-result"); !strings.Contains(got, "transaction.state.updated") {
+			p.fail("the test's result %q does not name its type", got)
+		}
+		if n := rc.count(); n != 3 {
+			t.Fatalf("the receiver got %d requests, want 3 (two failures and the test)", n)
+		}
+		if got := string(rc.request(2).body); !strings.Contains(got, `"test_`) || !strings.Contains(got, "transaction.state.updated") {
+			t.Fatalf("the test delivered %s", got)
+		}
+
+		p.do("typing the recovery's start", chromedp.SendKeys(chromedp.CSS("#recover-since"), "2h"))
+		p.click("#recover")
+		p.waitFor("the recovery's result", `(document.querySelector("#action-result")?.innerText ?? "").includes("Rescheduled 2 failed deliveries")`)
+		for _, ev := range []string{"down-1", "down-2"} {
+			eventually(t, ev+" delivered after the recovery", func() bool { return e.deliveryStatus(t, ev) == "succeeded" })
+		}
+		p.screenshot("subscription-actions")
 	})
 
 	// 5: a wrong token is refused and shows nothing; a route opened without signing in asks for

@@ -382,9 +382,9 @@
   function policyText(p) {
     p = p || {};
     return [
-      `maxInFlight ${p.maxInFlight ?? "default"}`,
-      `rateLimit ${p.rateLimit === null || p.rateLimit === undefined ? "none" : `${p.rateLimit}/s`}`,
-      `ordering ${p.ordering ?? "concurrent"}`,
+      `in flight: ${p.maxInFlight ?? "default"}`,
+      `rate: ${p.rateLimit === null || p.rateLimit === undefined ? "no limit" : `${p.rateLimit}/s`}`,
+      `order: ${p.ordering ?? "any"}`,
     ].map((x) => h("span", { class: "line" }, x));
   }
 
@@ -410,16 +410,17 @@
     let acts = new Map();
     const filter = h("select", { id: "state-filter" },
       ["all", "active", "error", "deactivated"].map((v) => h("option", { value: v, selected: v === initial }, v)));
-    const t = table("subscriptions", ["ID", "URL", "Kind", "Source", "State", "Event types", "Policy",
-      "Success rate (last hour)", "Last attempt"], "Subscriptions");
+    const t = table("subscriptions", ["Subscription", "State", "Event types", "Policy",
+      "Success (last hour)", "Last attempt"], "Subscriptions");
     const more = h("div", { class: "more-holder" });
     const summary = h("p", { class: "muted", "aria-live": "polite" });
 
     function row(s) {
       const act = activityText(acts.get(s.id));
       return h("tr", { "data-id": s.id },
-        h("td", null, h("a", { href: subHref(s.id) }, code(s.id))),
-        h("td", { class: "url" }, s.url), h("td", null, s.kind), h("td", null, s.source),
+        h("td", { class: "url" }, h("a", { href: subHref(s.id) }, s.url),
+          h("span", { class: "line muted" }, code(s.id)),
+          h("span", { class: "line muted" }, `${s.kind}, from ${s.source === "file" ? "gateway.yaml" : "the API"}`)),
         stateCell(s), h("td", { class: "lines" }, (s.events || []).map((e) => h("span", { class: "line" }, e))), h("td", { class: "lines" }, policyText(s.deliveryPolicy)),
         h("td", null, act.rate), h("td", null, act.last));
     }
