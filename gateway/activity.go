@@ -20,9 +20,11 @@ import (
 const (
 	// activityMinutes is how many minutes of counts GET /v1/stats returns, the current one last.
 	activityMinutes = 60
-	// subscriptionSlot is the width of a subscription's buckets: twelve of them make the hour.
+	// subscriptionSlot is the width of a subscription's buckets. A subscription's counts are
+	// those of the slots that end within the last hour: 12 whole ones and the current one.
 	subscriptionSlot  = 5 * time.Minute
-	subscriptionSlots = int(time.Hour / subscriptionSlot)
+	subscriptionSlots = int(time.Hour/subscriptionSlot) + 1
+	slotSeconds       = int64(subscriptionSlot / time.Second)
 )
 
 // minuteCount is what happened in one minute. pending < 0: the queue was not sampled in it.
@@ -60,13 +62,30 @@ func newActivity(now time.Time) *activity {
 	return &activity{since: now.UTC(), subs: make(map[string]*subscriptionActivity)}
 }
 
-// minuteAt returns the bucket of minute m, emptied first if it held an older minute.
+// minuteAt returns the bucket of minute m, emptied first if it held an older minute; nil when
+// it holds a newer one (m is more than an hour old: the clock went back, or a round took that
+// long), which is then not counted.
 func (a *activity) minuteAt(m int64) *minuteCount {
 	b := &a.minutes[m%activityMinutes]
-	if b.minute != m {
+	switch {
+	case b.minute > m:
+		return nil
+	case b.minute < m:
 		*b = minuteCount{minute: m, pending: -1}
 	}
 	return b
+}
+
+// slotAt is minuteAt for a subscription's slots.
+func (sub *subscriptionActivity) slotAt(slot int64) *slotCount {
+	s := &sub.slots[slot%int64(subscriptionSlots)]
+	switch {
+	case s.slot > slot:
+		return nil
+	case s.slot < slot:
+		*s = slotCount{slot: slot}
+	}
+	return s
 }
 
 // record counts an outcome's attempts: its last one succeeded when the outcome did; every
@@ -83,19 +102,23 @@ func (a *activity) record(o *store.Outcome) {
 		a.subs[o.SubscriptionID] = sub
 	}
 	for i, at := range o.Attempts {
-		ok := o.Succeeded && i == len(o.Attempts)-1
-		b := a.minuteAt(at.At.Unix() / 60)
-		slot := at.At.Unix() / int64(subscriptionSlot/time.Second)
-		s := &sub.slots[slot%int64(subscriptionSlots)]
-		if s.slot != slot {
-			*s = slotCount{slot: slot}
+		if at.At.Unix() < 0 {
+			continue // not a time a clock gives
 		}
-		if ok {
-			b.delivered++
-			s.delivered++
-		} else {
-			b.failed++
-			s.failed++
+		ok := o.Succeeded && i == len(o.Attempts)-1
+		if b := a.minuteAt(at.At.Unix() / 60); b != nil {
+			if ok {
+				b.delivered++
+			} else {
+				b.failed++
+			}
+		}
+		if s := sub.slotAt(at.At.Unix() / slotSeconds); s != nil {
+			if ok {
+				s.delivered++
+			} else {
+				s.failed++
+			}
 		}
 		if !at.At.Before(sub.lastAt) {
 			sub.lastAt, sub.lastStatus, sub.lastError = at.At, at.StatusCode, at.Error
@@ -107,8 +130,9 @@ func (a *activity) record(o *store.Outcome) {
 func (a *activity) sample(now time.Time, st store.Stats) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	b := a.minuteAt(now.Unix() / 60)
-	b.pending, b.oldestAge = st.Pending, oldestAge(now, st)
+	if b := a.minuteAt(now.Unix() / 60); b != nil {
+		b.pending, b.oldestAge = st.Pending, oldestAge(now, st)
+	}
 }
 
 // oldestAge is how long the longest-due pending delivery has waited, in seconds.
@@ -160,46 +184,86 @@ type subscriptionActivityView struct {
 	LastError      *string `json:"lastError"`
 }
 
+// subscriptionCopy is a subscription's activity copied out of the lock.
+type subscriptionCopy struct {
+	id                string
+	delivered, failed int
+	lastAt            time.Time
+	lastStatus        int
+	lastError         string
+}
+
 // snapshot returns the last hour's minutes up to now's, oldest first, and the subscriptions
-// that made attempts in the last hour, by id; it forgets older subscriptions.
+// that made attempts in the last hour, by id. It copies under the lock and formats after, so
+// that the delivery path waits only for the copy.
 func (a *activity) snapshot(now time.Time) ([]minuteView, []subscriptionActivityView) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
 	last := now.Unix() / 60
-	minutes := make([]minuteView, 0, activityMinutes)
-	for m := last - activityMinutes + 1; m <= last; m++ {
-		v := minuteView{Start: time.Unix(m*60, 0).UTC().Format(rfc3339Milli)}
-		if b := &a.minutes[m%activityMinutes]; b.minute == m {
-			v.Delivered, v.Failed = b.delivered, b.failed
-			if b.pending >= 0 {
-				v.Pending, v.OldestPendingAgeSeconds = &b.pending, &b.oldestAge
-			}
+	var buckets [activityMinutes]minuteCount
+	a.mu.Lock()
+	for i := range buckets {
+		m := last - activityMinutes + 1 + int64(i)
+		if b := a.minutes[((m%activityMinutes)+activityMinutes)%activityMinutes]; b.minute == m {
+			buckets[i] = b
+		} else {
+			buckets[i] = minuteCount{minute: m, pending: -1}
 		}
-		minutes = append(minutes, v)
 	}
-	lastSlot := now.Unix() / int64(subscriptionSlot/time.Second)
-	var subs []subscriptionActivityView
-	for id, sub := range a.subs {
-		v := subscriptionActivityView{SubscriptionID: id, LastAttemptAt: sub.lastAt.UTC().Format(rfc3339Milli),
-			LastError: optionalString(sub.lastError)}
-		for _, s := range sub.slots {
-			if s.slot > lastSlot-int64(subscriptionSlots) && s.slot <= lastSlot {
-				v.Delivered += s.delivered
-				v.Failed += s.failed
-			}
+	subs := a.recentLocked(now, nil)
+	a.mu.Unlock()
+
+	minutes := make([]minuteView, activityMinutes)
+	for i, b := range buckets {
+		v := minuteView{Start: time.Unix(b.minute*60, 0).UTC().Format(rfc3339Milli), Delivered: b.delivered, Failed: b.failed}
+		if b.pending >= 0 {
+			pending, age := b.pending, b.oldestAge
+			v.Pending, v.OldestPendingAgeSeconds = &pending, &age
 		}
-		if v.Delivered+v.Failed == 0 && now.Sub(sub.lastAt) > time.Hour {
-			delete(a.subs, id)
-			continue
-		}
-		if sub.lastStatus != 0 {
-			status := sub.lastStatus
+		minutes[i] = v
+	}
+	views := make([]subscriptionActivityView, 0, len(subs))
+	for _, c := range subs {
+		v := subscriptionActivityView{SubscriptionID: c.id, Delivered: c.delivered, Failed: c.failed,
+			LastAttemptAt: c.lastAt.UTC().Format(rfc3339Milli), LastError: optionalString(c.lastError)}
+		if c.lastStatus != 0 {
+			status := c.lastStatus
 			v.LastStatusCode = &status
 		}
-		subs = append(subs, v)
+		views = append(views, v)
 	}
-	slices.SortFunc(subs, func(x, y subscriptionActivityView) int { return cmp.Compare(x.SubscriptionID, y.SubscriptionID) })
-	return minutes, subs
+	slices.SortFunc(views, func(x, y subscriptionActivityView) int { return cmp.Compare(x.SubscriptionID, y.SubscriptionID) })
+	return minutes, views
+}
+
+// recentLocked appends to out the subscriptions with attempts in the slots that end within the
+// hour before now, and forgets those whose last attempt is older than that. a.mu is held.
+func (a *activity) recentLocked(now time.Time, out []subscriptionCopy) []subscriptionCopy {
+	first := (now.Unix() - 3600) / slotSeconds // the oldest slot that ends after now-1h
+	last := now.Unix() / slotSeconds
+	for id, sub := range a.subs {
+		c := subscriptionCopy{id: id, lastAt: sub.lastAt, lastStatus: sub.lastStatus, lastError: sub.lastError}
+		for _, s := range sub.slots {
+			if s.slot >= first && s.slot <= last {
+				c.delivered += s.delivered
+				c.failed += s.failed
+			}
+		}
+		if c.delivered+c.failed == 0 {
+			if now.Sub(sub.lastAt) > time.Hour {
+				delete(a.subs, id)
+			}
+			continue
+		}
+		out = append(out, c)
+	}
+	return out
+}
+
+// forget drops the subscriptions with no attempt in the last hour, so that the map does not
+// keep every subscription ever attempted when nobody asks for the statistics.
+func (a *activity) forget(now time.Time) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.recentLocked(now, nil)
 }
 
 // getStats answers GET /v1/stats: the queue and the subscriptions' states from the store, and
@@ -212,9 +276,6 @@ func (g *Gateway) getStats(c *fiber.Ctx) error {
 	}
 	g.activity.sample(now, st)
 	minutes, subs := g.activity.snapshot(now)
-	if subs == nil {
-		subs = []subscriptionActivityView{}
-	}
 	return c.JSON(statsView{
 		At:                   now.Format(rfc3339Milli),
 		CountingSince:        g.activity.since.Format(rfc3339Milli),
@@ -243,5 +304,6 @@ func (g *Gateway) sampleQueue(ctx context.Context) {
 		if err == nil {
 			g.activity.sample(now, st)
 		}
+		g.activity.forget(now)
 	}
 }

@@ -6,7 +6,6 @@ import (
 	"embed"
 	"encoding/hex"
 	"html/template"
-	"mime"
 	"path"
 
 	"github.com/gofiber/fiber/v2"
@@ -24,6 +23,20 @@ var consoleFiles embed.FS
 const consolePolicy = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; " +
 	"connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 
+// consoleTypes are the content types of the console's files, by extension: fixed here, not
+// read from the host's MIME tables, since nosniff makes a browser refuse a script of another.
+var consoleTypes = map[string]string{
+	".js":  "text/javascript; charset=utf-8",
+	".css": "text/css; charset=utf-8",
+}
+
+// consoleAsset is a file of the console, with its version (a hash of its content).
+type consoleAsset struct {
+	body        []byte
+	version     string
+	contentType string
+}
+
 // consolePage is what the console's page is made from.
 type consolePage struct {
 	// TraceUI is telemetry.traces.ui_url: a link to a trace, {trace_id} standing for its id.
@@ -33,14 +46,16 @@ type consolePage struct {
 }
 
 // consoleRoutes registers GET /console and its files, unless admin.console is off. The page
-// and its files need no token: they hold no data; the script asks for one to call the API.
+// and its files need no token: they hold no data (the page carries telemetry.traces.ui_url, to
+// link trace ids, and nothing else of the configuration); the script asks for a token to call
+// the API.
 func (g *Gateway) consoleRoutes(app *fiber.App) {
 	if !g.cfg.Admin.Console {
 		return
 	}
 	tmpl := template.Must(template.ParseFS(consoleFiles, "console/index.html"))
 	page := consolePage{TraceUI: g.cfg.Telemetry.Traces.UIURL, Assets: map[string]string{}}
-	assets := map[string][]byte{}
+	assets := map[string]consoleAsset{}
 	entries, err := consoleFiles.ReadDir("console")
 	if err != nil {
 		panic(err) // embedded: cannot happen
@@ -51,8 +66,12 @@ func (g *Gateway) consoleRoutes(app *fiber.App) {
 		}
 		b, _ := consoleFiles.ReadFile("console/" + e.Name())
 		sum := sha256.Sum256(b)
-		assets[e.Name()] = b
-		page.Assets[e.Name()] = "/console/" + e.Name() + "?v=" + hex.EncodeToString(sum[:6])
+		a := consoleAsset{body: b, version: hex.EncodeToString(sum[:6]), contentType: consoleTypes[path.Ext(e.Name())]}
+		if a.contentType == "" {
+			panic("gateway/console/" + e.Name() + ": no content type for its extension")
+		}
+		assets[e.Name()] = a
+		page.Assets[e.Name()] = "/console/" + e.Name() + "?v=" + a.version
 	}
 	var html bytes.Buffer
 	if err := tmpl.Execute(&html, page); err != nil {
@@ -75,18 +94,18 @@ func (g *Gateway) consoleRoutes(app *fiber.App) {
 	})
 	app.Get("/console/:asset", func(c *fiber.Ctx) error {
 		name := c.Params("asset")
-		b, ok := assets[name]
+		a, ok := assets[name]
 		if !ok {
 			return newProblem(fiber.StatusNotFound, "the console has no file "+name)
 		}
 		secure(c)
-		// A page names each file with its version, so a file may be kept for good.
-		if c.Query("v") != "" {
+		// The page names each file with its version, so that one may be kept for good.
+		if c.Query("v") == a.version {
 			c.Set(fiber.HeaderCacheControl, "public, max-age=31536000, immutable")
 		} else {
 			c.Set(fiber.HeaderCacheControl, "no-cache")
 		}
-		c.Set(fiber.HeaderContentType, mime.TypeByExtension(path.Ext(name)))
-		return c.Send(b)
+		c.Set(fiber.HeaderContentType, a.contentType)
+		return c.Send(a.body)
 	})
 }
