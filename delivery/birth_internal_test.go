@@ -25,6 +25,18 @@ type hooked struct {
 	mu          sync.Mutex
 	afterClaim  func(store.ClaimResult)
 	afterIngest func([]store.IngestResult)
+	// beforeComplete, if set, runs before CompleteDeliveries.
+	beforeComplete func()
+}
+
+func (h *hooked) CompleteDeliveries(ctx context.Context, os []*store.Outcome, p store.ErrorPolicy, now time.Time) ([]string, error) {
+	h.mu.Lock()
+	f := h.beforeComplete
+	h.mu.Unlock()
+	if f != nil {
+		f()
+	}
+	return h.Store.CompleteDeliveries(ctx, os, p, now)
 }
 
 func (h *hooked) ClaimDeliveries(ctx context.Context, o store.ClaimOptions) (store.ClaimResult, error) {
@@ -56,12 +68,19 @@ func (h *hooked) set(claim func(store.ClaimResult), ingest func([]store.IngestRe
 }
 
 type probeClock struct {
-	mu  sync.Mutex
-	off time.Duration
+	mu   sync.Mutex
+	off  time.Duration
+	step time.Duration // added to off at every reading
 }
 
-func (c *probeClock) now() time.Time       { c.mu.Lock(); defer c.mu.Unlock(); return time.Now().Add(c.off) }
-func (c *probeClock) jump(d time.Duration) { c.mu.Lock(); c.off += d; c.mu.Unlock() }
+func (c *probeClock) now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.off += c.step
+	return time.Now().Add(c.off)
+}
+func (c *probeClock) stepEach(d time.Duration) { c.mu.Lock(); c.step = d; c.mu.Unlock() }
+func (c *probeClock) jump(d time.Duration)     { c.mu.Lock(); c.off += d; c.mu.Unlock() }
 
 type probe struct {
 	t     *testing.T
@@ -255,5 +274,79 @@ func TestClaimBeforeHandoffStartsOneRound(t *testing.T) {
 		if n > 1 {
 			t.Errorf("delivery %s sent %d times by two rounds of this process", id, n)
 		}
+	}
+}
+
+// A claim must judge leases at the time the renewal before it renewed them at. With two
+// readings of a clock that moved between them (an NTP step, a paused VM; here a clock that
+// moves 20 s at every reading, more than a 15 s lease), the renewal renewed at one time and the
+// claim took, at the other, the delivery of a round whose outcome was on its way to the store,
+// and a second round sent it again.
+func TestClockMovingBeforeAClaimStartsNoSecondRound(t *testing.T) {
+	var sent, recorded atomic.Int32
+	p, _ := newProbe(t, nil, func(w http.ResponseWriter, r *http.Request) {
+		sent.Add(1)
+		w.WriteHeader(200)
+	}, func(*store.Outcome) { recorded.Add(1) })
+	// Load the lane with a first delivery, so that the next is leased at birth.
+	p.ingest(ev("e0", p.clk.now().UTC()))
+	waitFor(t, 5*time.Second, "first delivery recorded", func() bool {
+		p.e.mu.Lock()
+		defer p.e.mu.Unlock()
+		l := p.e.lanes["s"]
+		return recorded.Load() == 1 && l != nil && l.loaded && !l.backlog && len(p.e.held) == 0
+	})
+	completing, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	p.s.mu.Lock()
+	p.s.beforeComplete = func() {
+		once.Do(func() { close(completing); <-release })
+	}
+	p.s.mu.Unlock()
+	defer func() {
+		select {
+		case <-release:
+		default:
+			close(release)
+		}
+	}()
+	if res := p.ingest(ev("e1", p.clk.now().UTC())); len(res[0].Claims) != 1 {
+		t.Fatalf("not leased at birth: %+v", res)
+	}
+	select {
+	case <-completing: // the round has sent its outcome; the store has not taken it yet
+	case <-time.After(5 * time.Second):
+		t.Fatal("no outcome")
+	}
+
+	claimed := make(chan store.ClaimResult, 1)
+	p.s.set(func(res store.ClaimResult) {
+		select {
+		case claimed <- res:
+		default:
+		}
+	}, nil)
+	p.clk.stepEach(20 * time.Second)
+	p.e.mu.Lock()
+	p.e.lanes["s"].dirty = true // as a poll's refreshDue would mark it
+	p.e.mu.Unlock()
+	p.e.kickLoop()
+	select {
+	case res := <-claimed:
+		p.clk.stepEach(0)
+		for _, c := range res.Claims {
+			t.Errorf("the claim took %s (event %s), whose round's outcome is on its way", c.Delivery.ID, c.Event.ID)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no claim")
+	}
+	close(release)
+	waitFor(t, 5*time.Second, "the outcome recorded", func() bool {
+		p.e.mu.Lock()
+		defer p.e.mu.Unlock()
+		return len(p.e.held) == 0
+	})
+	if n := sent.Load(); n != 2 {
+		t.Errorf("the target got %d requests, want 2 (e0, then e1 once)", n)
 	}
 }

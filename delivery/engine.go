@@ -365,8 +365,10 @@ func (e *Engine) refreshDue(ctx context.Context) {
 // call, and starts their rounds. It reports whether a lane got all it asked for (it may have
 // more due).
 func (e *Engine) claim(ctx context.Context) bool {
-	e.renewDue(ctx)
+	// One reading of the clock for the renewal and the claim: a clock that moved between two
+	// readings could put the claim past leases the renewal judged fresh.
 	now := e.now().UTC()
+	e.renewDue(ctx, now)
 	gen := e.store.SubscriptionGeneration()
 	var want, stale []*lane
 	e.mu.Lock()
@@ -752,18 +754,18 @@ func (e *Engine) renewLeases(ctx context.Context) {
 			return
 		case <-tick.C:
 		}
-		e.renewDue(ctx)
+		e.renewDue(ctx, e.now())
 	}
 }
 
 // renewDue extends the leases of every claimed round, those whose outcome is on its way too,
-// when the clock has moved a third of a lease since the last renewal (or gone back). The claim
-// loop calls it before every claim, so that a clock that jumped past the leases of rounds in
-// flight never lets the claim take their deliveries again.
-func (e *Engine) renewDue(ctx context.Context) {
+// when the clock, read as now, has moved a third of a lease since the last renewal (or gone
+// back). The claim loop calls it before every claim, with the now it claims at, so that a
+// clock that jumped past the leases of rounds in flight never lets the claim take their
+// deliveries again.
+func (e *Engine) renewDue(ctx context.Context, now time.Time) {
 	e.renewMu.Lock()
 	defer e.renewMu.Unlock()
-	now := e.now()
 	if now.Sub(e.renewed) < e.lease/3 && !now.Before(e.renewed) {
 		return
 	}
