@@ -9,6 +9,8 @@
   const SECRET_KEY = /pass(word)?|secret|token|authorization|api[-_]?key|credential|private[-_]?key/i;
   const SVG_NS = "http://www.w3.org/2000/svg";
   const PAGE = 50;
+  const POLL_FIRST = 2000; // a pending delivery's page looks again after 2 s,
+  const POLL_MAX = 15000;  // then less often, up to every 15 s
 
   const $ = (id) => document.getElementById(id);
   const traceMeta = document.querySelector('meta[name="gateway-trace-ui"]');
@@ -101,13 +103,24 @@
     }, code(traceId));
   }
 
+  // maskSecrets hides the values of fields named like secrets in a response body: through the
+  // JSON when the body is JSON (whatever the values' types), by pattern when it is cut short or
+  // not JSON at all.
+  function maskSecrets(text) {
+    try {
+      const v = JSON.parse(text);
+      if (v && typeof v === "object") return JSON.stringify(redact(v), null, 2);
+    } catch (e) { /* not whole JSON: mask by pattern */ }
+    const value = String.raw`"(?:[^"\\]|\\.)*"?|\{[^}]*\}?|\[[^\]]*\]?|[^,}\]\s]+`;
+    return text.replace(new RegExp(String.raw`("((?:[^"\\]|\\.)*)"\s*:\s*)(${value})`, "g"),
+      (all, pre, key) => (SECRET_KEY.test(key) ? `${pre}"********"` : all));
+  }
+
   function bodyExcerpt(body, encoding) {
     if (body === null || body === undefined || body === "") return "—";
     if (encoding === "base64") return h("span", { class: "muted" }, "binary body (base64, not shown)");
-    // The gateway redacts credentials it knows of; JSON fields named like secrets are hidden here too.
-    const text = String(body).replace(/("((?:[^"\\]|\\.)*)"\s*:\s*)"(?:[^"\\]|\\.)*("?)/g,
-      (all, pre, key, end) => (SECRET_KEY.test(key) ? `${pre}"********${end}` : all));
-    return h("pre", { class: "excerpt" }, text);
+    // The gateway redacts credentials it knows of; fields named like secrets are hidden here too.
+    return h("pre", { class: "excerpt" }, maskSecrets(String(body)));
   }
 
   // ---- API ----------------------------------------------------------------------------------
@@ -122,7 +135,8 @@
 
   function nextLink(header) {
     const m = header && /<([^>]+)>\s*;\s*rel="?next"?/.exec(header);
-    return m && m[1].startsWith("/") ? m[1] : null;
+    // Only a path on this gateway: not another origin, nor "//host/…", which is one too.
+    return m && m[1].startsWith("/") && !m[1].startsWith("//") ? m[1] : null;
   }
 
   async function api(path, method = "GET", body) {
@@ -343,8 +357,9 @@
     if (sel) (body.querySelector(sel) || $("view").querySelector("h1")).focus();
   }
 
-  // A "Load more" button that appends the next pages of a list to tbody.
-  function moreButton(ctx, holder, next, tbody, rowFn) {
+  // A "Load more" button that appends the next pages of a list to tbody, while current() holds
+  // (the list was not reloaded meanwhile).
+  function moreButton(ctx, holder, next, tbody, rowFn, current = () => true) {
     holder.replaceChildren();
     if (!next) return;
     const btn = h("button", { type: "button", class: "secondary more" }, "Load more");
@@ -352,10 +367,10 @@
       btn.disabled = true;
       try {
         const page = await api(next);
-        if (!alive(ctx)) return;
+        if (!alive(ctx) || !current()) return;
         const rows = page.data.map(rowFn);
         tbody.append(...rows);
-        moreButton(ctx, holder, page.next, tbody, rowFn);
+        moreButton(ctx, holder, page.next, tbody, rowFn, current);
         const nextBtn = holder.querySelector("button");
         if (nextBtn) nextBtn.focus();
         else if (rows.length) (rows[0].querySelector("a") || rows[0]).focus();
@@ -607,15 +622,19 @@
       return q.toString();
     }
 
+    let tableSeq = 0; // bumped by every load of the table: pages of an older one are dropped
     const loadTable = () => run(ctx, async () => {
       loading();
+      const mine = ++tableSeq;
+      const current = () => mine === tableSeq;
+      more.replaceChildren();
       const q = query();
       const page = await api(`/v1/deliveries?limit=${PAGE}${q ? `&${q}` : ""}`);
-      if (!alive(ctx) || q !== query()) return;
+      if (!alive(ctx) || !current()) return;
       const rowFn = (d) => deliveryRow(d, true);
       t.tbody.replaceChildren(...page.data.map(rowFn));
       empty.textContent = page.data.length ? "" : "No deliveries match these filters.";
-      moreButton(ctx, more, page.next, t.tbody, rowFn);
+      moreButton(ctx, more, page.next, t.tbody, rowFn, current);
       loaded();
     });
 
@@ -652,10 +671,37 @@
     let rendered = false;
 
     let seq = 0; // only the latest load schedules the next poll
+    let pollDelay = POLL_FIRST;
 
+    // poll loads the delivery again; a hidden tab skips its turn and asks again later.
+    function poll() {
+      if (document.hidden) later(ctx, poll, pollDelay);
+      else run(ctx, load);
+    }
+
+    // load shows the delivery and, while it is pending (or could not be fetched for a reason
+    // that may pass), looks again: after 2 seconds at first, waiting half as long again each
+    // time, and at least every 15. The first load that succeeds lays out the page.
+    let failed = false;
     async function load() {
       const mine = ++seq;
-      const { data: d } = await api(`/v1/deliveries/${encodeURIComponent(id)}`);
+      let d = null;
+      let again = false;
+      try {
+        ({ data: d } = await api(`/v1/deliveries/${encodeURIComponent(id)}`));
+        again = d.status === "pending";
+        if (failed && alive(ctx)) $("error").replaceChildren(); // what went wrong has passed
+        failed = false;
+      } catch (e) {
+        again = e.status === 0 || e.status === 429 || e.status >= 500;
+        failed = true;
+        throw e;
+      } finally {
+        if (again && alive(ctx) && mine === seq) {
+          later(ctx, poll, pollDelay);
+          pollDelay = Math.min(pollDelay * 1.5, POLL_MAX);
+        }
+      }
       if (!alive(ctx) || mine !== seq) return null;
       fill(summary, h("dl", { class: "details" },
         h("dt", null, "Status"), h("dd", null, badge(d.status, "delivery-status")),
@@ -667,7 +713,7 @@
         h("dt", null, "Created"), h("dd", null, time(d.createdAt)),
         h("dt", null, "Next attempt"), h("dd", null, time(d.nextAttemptAt)),
         h("dt", null, "Finished"), h("dd", null, time(d.finishedAt))),
-      d.status === "pending" ? h("p", { class: "muted" }, "Pending: this page refreshes every 2 seconds.") : null);
+      d.status === "pending" ? h("p", { class: "muted" }, "Pending: this page follows it until it finishes.") : null);
       const t = table("attempts", ["#", "At", "Duration", "Result", "Response", "Trace"], "Attempts");
       (d.attemptLog || []).forEach((a, i) => t.tbody.append(h("tr", { class: "attempt" },
         h("td", { class: "num" }, String(i + 1)), h("td", null, time(a.at)), h("td", { class: "num" }, ms(a.durationMs)),
@@ -676,7 +722,14 @@
         h("td", null, bodyExcerpt(a.responseBody, a.responseBodyEncoding)), h("td", null, traceLink(a.traceId)))));
       fill(attempts, h("h2", null, "Attempts"), t.wrap,
         (d.attemptLog || []).length ? null : h("p", { class: "muted" }, "No attempt yet."));
-      if (d.status === "pending") later(ctx, () => run(ctx, load), 2000);
+      if (!rendered) {
+        rendered = true;
+        await loadPayload(d.eventId);
+        if (!alive(ctx)) return null;
+        refill(body, summary, h("div", { class: "actions" }, retry,
+          h("span", { class: "muted" }, " Delivers again now, whatever its status.")), attempts, payload);
+        loaded();
+      }
       return d;
     }
 
@@ -688,8 +741,10 @@
           h("p", { class: "muted" }, `Event ${ev.type}, received `, time(ev.receivedAt), ". Secret-looking fields are shown as ********."),
           h("pre", { id: "payload", class: "json", tabindex: "0" }, JSON.stringify(redact(ev.payload), null, 2)));
       } catch (e) {
-        if (e.status !== 404) throw e;
-        fill(payload, h("h2", null, "Payload"), h("pre", { id: "payload" }, "The event is no longer stored."));
+        if (e.status === 401 || !alive(ctx)) throw e;
+        // The attempts are worth seeing without the payload: say what went wrong in its place.
+        fill(payload, h("h2", null, "Payload"), h("p", { id: "payload", class: e.status === 404 ? "muted" : "bad" },
+          e.status === 404 ? "The event is no longer stored." : `The payload could not be loaded: ${e.message}`));
       }
     }
 
@@ -701,27 +756,17 @@
       try {
         await api(`/v1/deliveries/${encodeURIComponent(id)}/retry`, "POST");
         clearTimers();
+        pollDelay = POLL_FIRST;
         const d = await load();
         showResult(!d ? "Retry requested." : `Retry requested. Status now: ${d.status}` +
-          (d.status === "pending" ? " (this page refreshes every 2 seconds until it finishes)." : "."));
+          (d.status === "pending" ? " (this page follows it until it finishes)." : "."));
       } finally {
         retry.disabled = false;
         if (alive(ctx)) loaded();
       }
     }));
 
-    run(ctx, async () => {
-      const d = await load();
-      if (!d) return;
-      await loadPayload(d.eventId);
-      if (!alive(ctx)) return;
-      if (!rendered) {
-        rendered = true;
-        refill(body, summary, h("div", { class: "actions" }, retry,
-          h("span", { class: "muted" }, " Delivers again now, whatever its status.")), attempts, payload);
-      }
-      loaded();
-    });
+    run(ctx, load);
   }
 
   // ---- overview -----------------------------------------------------------------------------
@@ -800,6 +845,10 @@
   function overview(ctx) {
     const body = start("overview", "Overview", true);
     const refresh = () => run(ctx, async () => {
+      if (document.hidden && $("view").hasAttribute("data-loaded")) { // a hidden tab skips its turn
+        later(ctx, refresh, 10000);
+        return;
+      }
       try {
         const st = await stats();
         if (!alive(ctx)) return;
