@@ -3,6 +3,7 @@ package gateway_test
 import (
 	"context"
 	"fmt"
+	"io"
 	"maps"
 	"net/http"
 	"net/url"
@@ -96,12 +97,19 @@ func newSettable(t *testing.T, code int) *settable {
 // with no exporter) and the console links them to traceUI.
 func consoleEnv(t *testing.T, traces bool) *env {
 	t.Helper()
+	return consoleEnvOn(t, filepath.Join(t.TempDir(), "gateway.db"), "127.0.0.1:0", traces, nil)
+}
+
+// consoleEnvOn is consoleEnv on the SQLite file at path, listening on addr, with edit's say in
+// the configuration.
+func consoleEnvOn(t *testing.T, path, addr string, traces bool, edit func(*config.Config)) *env {
+	t.Helper()
 	var tp *sdktrace.TracerProvider
 	if traces {
 		tp = sdktrace.NewTracerProvider()
 		t.Cleanup(func() { tp.Shutdown(context.Background()) })
 	}
-	return newEnvWith(t, func(c *config.Config) {
+	return newEnvOn(t, path, addr, func(c *config.Config) {
 		c.Security.RequireHTTPS = false
 		c.Security.AllowPrivateNetworks = true
 		c.Delivery.Jitter = 0
@@ -114,6 +122,9 @@ func consoleEnv(t *testing.T, traces bool) *env {
 		c.ShutdownTimeout = 2 * time.Second
 		if traces {
 			c.Telemetry.Traces.UIURL = traceUI
+		}
+		if edit != nil {
+			edit(c)
 		}
 	}, func(o *gatewayOptions) {
 		o.PollInterval = 5 * time.Millisecond
@@ -218,13 +229,16 @@ func (b *browser) open(t *testing.T, base string) *tab {
 			}
 		}
 	}()
+	// A page that throws or logs an error fails its subtest, which passed or not logs them.
 	t.Cleanup(func() {
-		if !t.Failed() {
+		p.mu.Lock()
+		lines := slices.Clone(p.console)
+		p.mu.Unlock()
+		if !t.Failed() && len(lines) > 0 {
+			t.Errorf("the page threw or logged an error:\n%s", strings.Join(lines, "\n"))
 			return
 		}
-		p.mu.Lock()
-		defer p.mu.Unlock()
-		for _, line := range p.console {
+		for _, line := range lines {
 			t.Logf("page %s", line)
 		}
 	})
@@ -459,6 +473,15 @@ func TestConsoleBrowser(t *testing.T) {
 	}
 	stuck.Stop()
 	b := &browser{ctx: browserCtx, artifacts: artifacts, requests: map[string]bool{}}
+	// run runs a subtest, counting those that ran (go test -run may choose some).
+	var subtests, ran int
+	run := func(name string, f func(t *testing.T)) {
+		subtests++
+		t.Run(name, func(t *testing.T) {
+			ran++
+			f(t)
+		})
+	}
 	// The console uses the management API as a script would: every request its pages made is
 	// an operation of openapi.json.
 	defer func() {
@@ -481,7 +504,7 @@ func TestConsoleBrowser(t *testing.T) {
 			}
 		}
 		for _, want := range []string{"GET /console", "GET /v1/stats", "GET /v1/webhooks", "GET /v1/deliveries"} {
-			if !b.requests[want] {
+			if ran == subtests && !b.requests[want] { // all the pages were opened
 				t.Errorf("the console never made %s (it made %v)", want, slices.Sorted(maps.Keys(b.requests)))
 			}
 		}
@@ -490,7 +513,7 @@ func TestConsoleBrowser(t *testing.T) {
 
 	// 1 and 8: signed in with the keyboard, the subscriptions page shows each subscription's
 	// state, the one in error state with its reason.
-	t.Run("SignInWithEnterShowsErrorState", func(t *testing.T) {
+	run("SignInWithEnterShowsErrorState", func(t *testing.T) {
 		e := consoleEnv(t, false)
 		failing := newSettable(t, http.StatusInternalServerError)
 		gone := newSettable(t, http.StatusGone)
@@ -560,7 +583,7 @@ func TestConsoleBrowser(t *testing.T) {
 
 	// 2 and 3: a failed delivery shows its attempts, payload and trace link; once the receiver
 	// is well again, Retry delivers it.
-	t.Run("FailedDeliveryRetried", func(t *testing.T) {
+	run("FailedDeliveryRetried", func(t *testing.T) {
 		e := consoleEnv(t, true)
 		rc := newSettable(t, http.StatusInternalServerError)
 		healthy := newSettable(t, http.StatusOK)
@@ -649,7 +672,7 @@ func TestConsoleBrowser(t *testing.T) {
 	})
 
 	// 4: a subscription that answered 410 Gone is deactivated; Reactivate makes it active again.
-	t.Run("ReactivateDeactivated", func(t *testing.T) {
+	run("ReactivateDeactivated", func(t *testing.T) {
 		e := consoleEnv(t, false)
 		rc := newSettable(t, http.StatusGone)
 		id := e.subscribe(t, rc.URL+"/hook", "")
@@ -690,7 +713,7 @@ func TestConsoleBrowser(t *testing.T) {
 
 	// The subscription page's other actions: a test event shows the attempt's result, and
 	// recovering the failed deliveries since a time sends them again.
-	t.Run("SendTestAndRecover", func(t *testing.T) {
+	run("SendTestAndRecover", func(t *testing.T) {
 		e := consoleEnv(t, false)
 		rc := newSettable(t, http.StatusInternalServerError)
 		id := e.subscribe(t, rc.URL+"/hook", `, "events": ["task.state.updated", "transaction.state.updated"]`)
@@ -729,7 +752,7 @@ func TestConsoleBrowser(t *testing.T) {
 
 	// 5: a wrong token is refused and shows nothing; a route opened without signing in asks for
 	// a token first.
-	t.Run("WrongTokenAndSignedOut", func(t *testing.T) {
+	run("WrongTokenAndSignedOut", func(t *testing.T) {
 		e := consoleEnv(t, false)
 		rc := newSettable(t, http.StatusOK)
 		subID := e.subscribe(t, rc.URL+"/hook", "")
@@ -765,8 +788,93 @@ func TestConsoleBrowser(t *testing.T) {
 		p.screenshot("signin-error")
 	})
 
+	// The console shows what it is given as text: markup in a payload or a response runs
+	// nothing, and fields named like secrets show as ********, whatever their values' types.
+	run("SecretsAndMarkup", func(t *testing.T) {
+		e := consoleEnv(t, false)
+		rc := newReceiver(t, func(_ int, w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusBadRequest)
+			io.WriteString(w, `{"error": "<script>window.__pwned = 2</script>", "token": 987654321012, "apiKey": {"value": "ak-nested-1"}}`)
+		})
+		e.subscribe(t, rc.URL+"/hook", "")
+		expect(t, e.post(t, `{"id": "ev-markup", "type": "task.state.updated",
+			"note": "<img src=x onerror=\"window.__pwned = 3\">",
+			"customer": {"password": "hunter2-pw", "apiKey": "sk-live-777", "cards": [{"secret": 42424242}]}}`), http.StatusAccepted)
+		eventually(t, "the delivery failed", func() bool { return e.deliveryStatus(t, "ev-markup") == "failed" })
+		id := e.deliveryOf(t, "ev-markup")["id"].(string)
+
+		p := b.open(t, e.base)
+		p.goTo("#/deliveries/" + id)
+		p.signIn(adminToken, false)
+		p.signedIn()
+		p.view("delivery")
+		p.waitFor("the attempt", `document.querySelectorAll("table#attempts tr.attempt").length === 1`)
+		if got := p.text("table#attempts tr.attempt pre.excerpt"); !strings.Contains(got, "<script>window.__pwned = 2</script>") {
+			p.fail("the response excerpt %q does not show the markup as text", got)
+		}
+		if got := p.text("pre#payload"); !strings.Contains(got, `<img src=x onerror=\"window.__pwned = 3\">`) || !strings.Contains(got, "********") {
+			p.fail("the payload %q does not show the markup as text and the secrets as ********", got)
+		}
+		if js[bool](p, `window.__pwned !== undefined || document.querySelector("#view img, #view script") !== null`) {
+			p.fail("markup from the payload or the response became part of the page")
+		}
+		body := js[string](p, `document.body.innerText`)
+		for _, secret := range []string{"987654321012", "ak-nested-1", "hunter2-pw", "sk-live-777", "42424242"} {
+			if strings.Contains(body, secret) {
+				p.fail("the page shows the secret %s", secret)
+			}
+		}
+		p.screenshot("delivery-secrets")
+	})
+
+	// The session ends when the gateway stops taking its token (rotated, with a restart): the
+	// next request signs the console out, saying why and showing none of the data, and the new
+	// token signs in again.
+	run("SessionExpires", func(t *testing.T) {
+		path := filepath.Join(t.TempDir(), "gateway.db")
+		e := consoleEnvOn(t, path, "127.0.0.1:0", false, nil)
+		rc := newSettable(t, http.StatusOK)
+		subID := e.subscribe(t, rc.URL+"/hook", "")
+
+		p := b.open(t, e.base)
+		p.goTo("#/subscriptions")
+		p.signIn(adminToken, false)
+		p.signedIn()
+		p.view("subscriptions")
+		if n := p.count(fmt.Sprintf(`table#subscriptions tr[data-id=%q]`, subID)); n != 1 {
+			p.fail("the subscription is listed %d times, want once", n)
+		}
+
+		if err := e.shutdown(); err != nil {
+			t.Fatalf("stopping the first gateway: %v", err)
+		}
+		if err := e.store.Close(); err != nil {
+			t.Fatal(err)
+		}
+		const rotated = "rotated-admin-token-0123456789abcdef"
+		consoleEnvOn(t, path, strings.TrimPrefix(e.base, "http://"), false, func(c *config.Config) {
+			c.Admin.Tokens = []string{rotated}
+		})
+
+		p.click(`nav a[href="#/deliveries"]`)
+		p.waitFor("the refusal", `(document.querySelector("#signin-error")?.textContent ?? "").includes("refused")`)
+		p.do("the sign-in form", chromedp.WaitVisible(chromedp.CSS("form#signin input#token")))
+		if p.has("main#view[data-loaded]") || strings.Contains(js[string](p, `document.body.innerText`), subID) {
+			p.fail("signed out by the gateway, the page still shows data")
+		}
+		if n := js[int](p, `sessionStorage.length`); n != 0 {
+			p.fail("signed out by the gateway, sessionStorage still holds %d items", n)
+		}
+		p.screenshot("session-expired")
+
+		p.signIn(rotated, false)
+		p.signedIn()
+		p.view("deliveries")
+	})
+
 	// 7: on a narrow screen the subscriptions page does not scroll sideways.
-	t.Run("NarrowScreen", func(t *testing.T) {
+	run("NarrowScreen", func(t *testing.T) {
 		e := consoleEnv(t, false)
 		failing := newSettable(t, http.StatusInternalServerError)
 		ok := newSettable(t, http.StatusOK)

@@ -90,6 +90,13 @@ func newEnvWith(t testing.TB, edit func(*config.Config), editOpts func(*gatewayO
 // (shut that one down first: one process, one file).
 func newEnvAt(t testing.TB, path string, edit func(*config.Config), editOpts func(*gatewayOptions)) *env {
 	t.Helper()
+	return newEnvOn(t, path, "127.0.0.1:0", edit, editOpts)
+}
+
+// newEnvOn is newEnvAt listening on addr: the address of an earlier env, shut down, for a
+// client that should find the new gateway where the old one was.
+func newEnvOn(t testing.TB, path, addr string, edit func(*config.Config), editOpts func(*gatewayOptions)) *env {
+	t.Helper()
 	cfg := config.Default()
 	cfg.Admin.Tokens = []string{adminToken}
 	if edit != nil {
@@ -130,7 +137,7 @@ func newEnvAt(t testing.TB, path string, edit func(*config.Config), editOpts fun
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
