@@ -828,51 +828,6 @@ func TestConsoleBrowser(t *testing.T) {
 		p.screenshot("delivery-secrets")
 	})
 
-	// The session ends when the gateway stops taking its token (rotated, with a restart): the
-	// next request signs the console out, saying why and showing none of the data, and the new
-	// token signs in again.
-	run("SessionExpires", func(t *testing.T) {
-		path := filepath.Join(t.TempDir(), "gateway.db")
-		e := consoleEnvOn(t, path, "127.0.0.1:0", false, nil)
-		rc := newSettable(t, http.StatusOK)
-		subID := e.subscribe(t, rc.URL+"/hook", "")
-
-		p := b.open(t, e.base)
-		p.goTo("#/subscriptions")
-		p.signIn(adminToken, false)
-		p.signedIn()
-		p.view("subscriptions")
-		if n := p.count(fmt.Sprintf(`table#subscriptions tr[data-id=%q]`, subID)); n != 1 {
-			p.fail("the subscription is listed %d times, want once", n)
-		}
-
-		if err := e.shutdown(); err != nil {
-			t.Fatalf("stopping the first gateway: %v", err)
-		}
-		if err := e.store.Close(); err != nil {
-			t.Fatal(err)
-		}
-		const rotated = "rotated-admin-token-0123456789abcdef"
-		consoleEnvOn(t, path, strings.TrimPrefix(e.base, "http://"), false, func(c *config.Config) {
-			c.Admin.Tokens = []string{rotated}
-		})
-
-		p.click(`nav a[href="#/deliveries"]`)
-		p.waitFor("the refusal", `(document.querySelector("#signin-error")?.textContent ?? "").includes("refused")`)
-		p.do("the sign-in form", chromedp.WaitVisible(chromedp.CSS("form#signin input#token")))
-		if p.has("main#view[data-loaded]") || strings.Contains(js[string](p, `document.body.innerText`), subID) {
-			p.fail("signed out by the gateway, the page still shows data")
-		}
-		if n := js[int](p, `sessionStorage.length`); n != 0 {
-			p.fail("signed out by the gateway, sessionStorage still holds %d items", n)
-		}
-		p.screenshot("session-expired")
-
-		p.signIn(rotated, false)
-		p.signedIn()
-		p.view("deliveries")
-	})
-
 	// 7: on a narrow screen the subscriptions page does not scroll sideways.
 	run("NarrowScreen", func(t *testing.T) {
 		e := consoleEnv(t, false)

@@ -111,7 +111,8 @@
       const v = JSON.parse(text);
       if (v && typeof v === "object") return JSON.stringify(redact(v), null, 2);
     } catch (e) { /* not whole JSON: mask by pattern */ }
-    const value = String.raw`"(?:[^"\\]|\\.)*"?|\{[^}]*\}?|\[[^\]]*\]?|[^,}\]\s]+`;
+    // Strings, numbers and literals only: an object or array value is left for its own keys.
+    const value = String.raw`"(?:[^"\\]|\\.)*"?|[^,}\]\s{\[]+`;
     return text.replace(new RegExp(String.raw`("((?:[^"\\]|\\.)*)"\s*:\s*)(${value})`, "g"),
       (all, pre, key) => (SECRET_KEY.test(key) ? `${pre}"********"` : all));
   }
